@@ -1,0 +1,177 @@
+"""Wiring: builds a Runtime from a Config and the aiohttp apps around it.
+
+The middleware order is the request pipeline of DESIGN.md, listed once in
+`pipeline()`:
+
+    request id -> observe (metrics + audit) -> render errors -> canonicalize
+    -> authenticate -> match -> authorize -> forward (inject token, stream, rewrite)
+
+A reload builds a whole new Runtime and swaps one reference (`Gateway.runtime`);
+requests in flight keep the Runtime they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.authn import Authentication
+from gateway.canonical import canonicalize
+from gateway.catalog import Catalog
+from gateway.config.model import Config
+from gateway.errors import Denied, GatewayError
+from gateway.observability import Observability
+from gateway.policy import Policy
+from gateway.proxy import Forwarder
+from gateway.tokens import TokenBroker
+from gateway.types import RequestContext
+
+log = logging.getLogger("azdo_gateway")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CTX = web.RequestKey("ctx", RequestContext)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything built from one configuration."""
+
+    config: Config
+    catalog: Catalog
+    policy: Policy
+    authn: Authentication
+    tokens: TokenBroker
+
+
+def build_runtime(config: Config, catalog: Catalog | None = None) -> Runtime:
+    catalog = catalog or Catalog.builtin()
+    return Runtime(
+        config=config,
+        catalog=catalog,
+        policy=Policy(config, catalog),
+        authn=Authentication(config),
+        tokens=TokenBroker(config),
+    )
+
+
+class Gateway:
+    """The running gateway: the current Runtime plus process-wide resources."""
+
+    def __init__(self, runtime: Runtime, observability: Observability | None = None) -> None:
+        self.runtime = runtime
+        self.observability = observability or Observability(runtime.config)
+        self.forwarder = Forwarder(runtime.config, self.observability)
+
+    async def start(self) -> None:
+        await self.forwarder.start()
+        await self.runtime.tokens.start()
+
+    async def close(self) -> None:
+        await self.runtime.tokens.close()
+        await self.runtime.authn.close()
+        await self.forwarder.close()
+        self.observability.close()
+
+    def swap(self, runtime: Runtime) -> Runtime:
+        """Install a new Runtime; return the old one (the caller closes it later)."""
+        old, self.runtime = self.runtime, runtime
+        return old
+
+    # --- middleware, in pipeline order -----------------------------------
+
+    @web.middleware
+    async def request_id(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("X-Request-ID", "")
+        rid = given if _REQUEST_ID.match(given) else str(uuid.uuid4())
+        request[CTX] = RequestContext(request_id=rid, method=request.method.upper())
+        return await handler(request)
+
+    @web.middleware
+    async def observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        ctx = request[CTX]
+        self.observability.started(ctx)
+        try:
+            response = await handler(request)
+            ctx.status = response.status
+            return response
+        except BaseException:
+            ctx.status = ctx.status or 499  # client went away mid-request
+            raise
+        finally:
+            self.observability.finished(ctx)
+
+    @web.middleware
+    async def render_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        ctx = request[CTX]
+        try:
+            response = await handler(request)
+        except GatewayError as err:
+            ctx.error_reason = err.reason
+            response = web.Response(
+                status=err.status,
+                body=err.to_json(ctx.request_id),
+                content_type="application/json",
+                headers=err.headers,
+            )
+        response.headers["X-Request-ID"] = ctx.request_id
+        return response
+
+    @web.middleware
+    async def canonicalize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        ctx = request[CTX]
+        target = canonicalize(request.raw_path, self.runtime.config.gateway.upstream.hosts)
+        ctx.host, ctx.path, ctx.query = target.host, target.path, target.query
+        ctx.effective_method = ctx.method
+        return await handler(request)
+
+    @web.middleware
+    async def authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        ctx = request[CTX]
+        ctx.identity = await self.runtime.authn.authenticate(request, ctx)
+        return await handler(request)
+
+    @web.middleware
+    async def authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        ctx = request[CTX]
+        rt = self.runtime
+        assert ctx.identity is not None
+        ctx.match = rt.catalog.match(ctx.host, ctx.effective_method, ctx.path)
+        decision = rt.policy.authorize(ctx.identity, ctx)
+        ctx.decision = decision
+        if not decision.allowed:
+            op = ctx.match.operation.id if ctx.match else None
+            raise Denied(
+                decision.message or "request not allowed by policy",
+                reason=decision.reason,
+                required_scopes=decision.required_scopes,
+                operation=op,
+            )
+        return await handler(request)
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        ctx = request[CTX]
+        assert ctx.identity is not None
+        client = self.runtime.config.client(ctx.identity.client)
+        assert client is not None
+        return await self.forwarder.forward(request, ctx, self.runtime.tokens, client)
+
+    def pipeline(self) -> list[Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]]:
+        return [
+            self.request_id,
+            self.observe,
+            self.render_errors,
+            self.canonicalize,
+            self.authenticate,
+            self.authorize,
+        ]
+
+    def proxy_app(self) -> web.Application:
+        app = web.Application(middlewares=self.pipeline(), client_max_size=0)
+        app.router.add_route("*", "/{tail:.*}", self.forward)
+        return app

@@ -1,0 +1,289 @@
+"""The configuration contract of DESIGN.md as typed, immutable models.
+
+`GatewayConfig` is `gateway.yaml`; `PolicyFile` is one policy file. `Config`
+is the whole loaded, validated configuration that the app is built from.
+Unknown keys are errors (`extra="forbid"`); choices are `Literal`s;
+credentials are a union discriminated on `type`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- gateway.yaml -----------------------------------------------------------
+
+
+class TLS(Model):
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None  # set: clients may (or must) present certificates
+    require_client_cert: bool = False
+
+
+class Listen(Model):
+    host: str = "0.0.0.0"  # noqa: S104 - a proxy listens on all interfaces by default
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None  # default: derived from host/port/tls
+    allowed_hosts: tuple[str, ...] = ()  # Host headers that may serve as public URL
+    tls: TLS | None = None
+
+
+class Admin(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(9090, ge=0, le=65535)
+
+
+DEFAULT_HOSTS = {
+    "main": "https://dev.azure.com",
+    "vssps": "https://vssps.dev.azure.com",
+    "vsrm": "https://vsrm.dev.azure.com",
+    "feeds": "https://feeds.dev.azure.com",
+    "pkgs": "https://pkgs.dev.azure.com",
+    "vsaex": "https://vsaex.dev.azure.com",
+    "vstmr": "https://vstmr.dev.azure.com",
+    "advsec": "https://advsec.dev.azure.com",
+    "artifacts": "https://artifacts.dev.azure.com",
+    "auditservice": "https://auditservice.dev.azure.com",
+    "almsearch": "https://almsearch.dev.azure.com",
+    "extmgmt": "https://extmgmt.dev.azure.com",
+    "status": "https://status.dev.azure.com",
+    "analytics": "https://analytics.dev.azure.com",
+    "app": "https://app.vssps.visualstudio.com",
+}
+
+
+class Upstream(Model):
+    hosts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_HOSTS))
+    connect_timeout_s: float = Field(10, gt=0)
+    read_timeout_s: float = Field(300, gt=0)
+    ca_file: str | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, hosts: dict[str, str]) -> dict[str, str]:
+        if "main" not in hosts:
+            raise ValueError("must name a 'main' host (the one the gateway's root maps to)")
+        for name, url in hosts.items():
+            if not url.startswith(("https://", "http://")):
+                raise ValueError(f"{name}: expected an http(s) base URL, got {url!r}")
+        return {name: url.rstrip("/") for name, url in hosts.items()}
+
+
+class Identity(Model):
+    authority_host: str = "https://login.microsoftonline.com"
+    tenant_id: str | None = None
+    audiences: tuple[str, ...] = ()
+    ca_file: str | None = None
+    refresh_ahead_s: float = Field(300, ge=0)
+
+
+class _Credential(Model):
+    tenant_id: str | None = None  # overrides identity.tenant_id for this credential
+
+
+class ClientSecretCredential(_Credential):
+    type: Literal["client_secret"]
+    client_id: str
+    client_secret: SecretStr | None = None
+    client_secret_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ClientSecretCredential:
+        if (self.client_secret is None) == (self.client_secret_file is None):
+            raise ValueError("set exactly one of client_secret, client_secret_file")
+        return self
+
+
+class ClientCertificateCredential(_Credential):
+    type: Literal["client_certificate"]
+    client_id: str
+    certificate_file: str  # PEM with the private key
+    certificate_password: SecretStr | None = None
+    send_x5c: bool = False
+
+
+class ManagedIdentityCredential(_Credential):
+    type: Literal["managed_identity"]
+    client_id: str | None = None
+    object_id: str | None = None
+    resource_id: str | None = None
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> ManagedIdentityCredential:
+        given = [k for k in ("client_id", "object_id", "resource_id") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"set at most one of client_id, object_id, resource_id (got {given})")
+        return self
+
+
+class WorkloadIdentityCredential(_Credential):
+    type: Literal["workload_identity"]
+    client_id: str
+    token_file: str
+
+
+class OnBehalfOfCredential(_Credential):
+    type: Literal["on_behalf_of"]
+    client_id: str
+    client_secret: SecretStr | None = None
+    client_secret_file: str | None = None
+    certificate_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> OnBehalfOfCredential:
+        given = [
+            k
+            for k in ("client_secret", "client_secret_file", "certificate_file")
+            if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of client_secret, client_secret_file, certificate_file"
+            )
+        return self
+
+
+class PatCredential(_Credential):
+    type: Literal["pat"]
+    pat: SecretStr | None = None
+    pat_file: str | None = None
+    user: str = ""
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> PatCredential:
+        if (self.pat is None) == (self.pat_file is None):
+            raise ValueError("set exactly one of pat, pat_file")
+        return self
+
+
+Credential = Annotated[
+    ClientSecretCredential
+    | ClientCertificateCredential
+    | ManagedIdentityCredential
+    | WorkloadIdentityCredential
+    | OnBehalfOfCredential
+    | PatCredential,
+    Field(discriminator="type"),
+]
+
+
+class Audit(Model):
+    file: str = "-"  # JSON lines; "-" is stdout; null/"" disables
+
+
+class Limits(Model):
+    max_header_bytes: int = Field(16384, gt=0)
+    max_url_length: int = Field(8192, gt=0)
+    max_body_bytes: int | None = None  # None: unlimited (git packs can be large)
+    idle_timeout_s: float = Field(75, gt=0)
+    max_inflight: int = Field(4096, gt=0)
+    rewrite_max_bytes: int = Field(8 * 1024 * 1024, gt=0)  # JSON bodies larger stream untouched
+    shutdown_grace_s: float = Field(30, ge=0)
+
+
+class GatewayConfig(Model):
+    listen: Listen = Listen()
+    admin: Admin = Admin()
+    upstream: Upstream = Upstream()
+    identity: Identity = Identity()
+    credentials: dict[str, Credential] = Field(default_factory=dict)
+    policies: tuple[str, ...] = ()
+    audit: Audit = Audit()
+    limits: Limits = Limits()
+
+
+# --- policy files -----------------------------------------------------------
+
+
+class ApiKey(Model):
+    id: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    expires: dt.date | dt.datetime | None = None
+
+
+class EntraMatch(Model):
+    app_ids: tuple[str, ...] = ()
+    object_ids: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+class CertificateMatch(Model):
+    subject: str | None = None
+    sha256_fingerprint: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> CertificateMatch:
+        if not self.subject and not self.sha256_fingerprint:
+            raise ValueError("set subject, sha256_fingerprint or both")
+        return self
+
+
+class RateLimit(Model):
+    per_minute: int = Field(gt=0)
+    burst: int | None = Field(None, gt=0)
+    max_concurrent: int | None = Field(None, gt=0)
+
+
+class Client(Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    api_keys: tuple[ApiKey, ...] = ()
+    entra: EntraMatch | None = None
+    certificates: tuple[CertificateMatch, ...] = ()
+    credential: str
+    scopes: tuple[str, ...] = ()
+    organizations: tuple[str, ...] | None = None  # None: any
+    projects: tuple[str, ...] | None = None  # "org/project" (name or id); None: any
+    mode: Literal["enforce", "report"] = "enforce"
+    rate_limit: RateLimit | None = None
+
+
+class RouteMatch(Model):
+    method: str | tuple[str, ...] | None = None  # None: any method
+    path: str  # template: {param} is one segment, ** is any number of segments
+    host: str = "main"
+
+
+class Route(Model):
+    name: str = Field(min_length=1)
+    match: RouteMatch
+    deny: bool = False  # deny every matching request
+    clients: tuple[str, ...] | None = None  # only these clients may call matching requests
+    scopes: tuple[str, ...] = ()  # extra scopes required on top of the operation's
+    allow: bool = False  # allow requests the catalog has no operation for (or batch ones)
+
+
+class PolicyFile(Model):
+    clients: tuple[Client, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+
+# --- the loaded whole -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """gateway.yaml and every policy file it names, validated together."""
+
+    path: Path  # the gateway.yaml this was loaded from
+    gateway: GatewayConfig
+    clients: tuple[Client, ...]
+    routes: tuple[Route, ...]
+    files: tuple[Path, ...] = ()  # every file read (for reload-on-change)
+    warnings: tuple[str, ...] = ()
+
+    def client(self, name: str) -> Client | None:
+        for c in self.clients:
+            if c.name == name:
+                return c
+        return None

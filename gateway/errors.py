@@ -1,0 +1,164 @@
+"""Errors the gateway answers with itself.
+
+GatewayError                      any answer the gateway produces instead of upstream's
+├── BadRequest (400)              ambiguous or malformed request (reason ambiguous_path, ...)
+├── Unauthenticated (401)         no or bad client credential; carries WWW-Authenticate
+├── Denied (403)                  authenticated but not allowed by policy
+├── TooManyRequests (429)         rate limit or brute-force slowdown; carries Retry-After
+├── PayloadTooLarge (413)         body over the configured limit
+├── UpstreamError (502)           upstream unreachable, or it rejected our credential
+├── CredentialUnavailable (503)   no valid upstream token can be had right now
+├── Overloaded (503)              the gateway sheds load
+└── UpstreamTimeout (504)         upstream did not answer in time
+
+Every error renders DESIGN's JSON body:
+{"error", "reason", "requiredScopes", "operation", "requestId"} plus "source": "azdo-gateway",
+so that users can tell a gateway answer from an Azure DevOps one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+# Machine-readable reasons. They double as the `reason` label of
+# azdo_gateway_denied_total, so this set is closed.
+REASONS = frozenset(
+    {
+        # 400
+        "ambiguous_path",
+        "bad_request",
+        "method_override_not_allowed",
+        # 401
+        "unauthenticated",
+        "malformed_authorization",
+        "unknown_key",
+        "key_expired",
+        "pat_not_accepted",
+        "invalid_token",
+        "token_expired",
+        # 403
+        "unknown_client",
+        "no_matching_operation",
+        "missing_scope",
+        "organization_not_allowed",
+        "project_not_allowed",
+        "route_denied",
+        "client_not_allowed_on_route",
+        "soap_not_supported",
+        "batch_not_allowed",
+        # 413 / 429 / 5xx
+        "payload_too_large",
+        "rate_limited",
+        "too_many_concurrent_requests",
+        "too_many_failed_authentications",
+        "upstream_unreachable",
+        "upstream_timeout",
+        "upstream_credential_rejected",
+        "upstream_bad_response",
+        "credential_unavailable",
+        "overloaded",
+    }
+)
+
+WWW_AUTHENTICATE = 'Basic realm="azdo-gateway", Bearer'
+
+
+class GatewayError(Exception):
+    status = 500
+    default_reason = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        required_scopes: tuple[str, ...] = (),
+        operation: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.required_scopes = required_scopes
+        self.operation = operation
+        self.headers = dict(headers or {})
+
+    def body(self, request_id: str) -> dict[str, object]:
+        return {
+            "error": self.message,
+            "reason": self.reason,
+            "requiredScopes": list(self.required_scopes),
+            "operation": self.operation,
+            "requestId": request_id,
+            "source": "azdo-gateway",
+        }
+
+    def to_json(self, request_id: str) -> bytes:
+        return json.dumps(self.body(request_id)).encode()
+
+
+class BadRequest(GatewayError):
+    status = 400
+    default_reason = "bad_request"
+
+
+class Unauthenticated(GatewayError):
+    status = 401
+    default_reason = "unauthenticated"
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.headers.setdefault("WWW-Authenticate", WWW_AUTHENTICATE)
+
+
+class Denied(GatewayError):
+    status = 403
+    default_reason = "missing_scope"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    default_reason = "payload_too_large"
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    default_reason = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+        self.headers["Retry-After"] = str(max(1, round(retry_after + 0.499)))
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    default_reason = "upstream_unreachable"
+
+
+class CredentialUnavailable(GatewayError):
+    status = 503
+    default_reason = "credential_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 5, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.headers["Retry-After"] = str(max(1, round(retry_after + 0.499)))
+
+
+class Overloaded(GatewayError):
+    status = 503
+    default_reason = "overloaded"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    default_reason = "upstream_timeout"
+
+
+class ConfigError(Exception):
+    """Configuration could not be loaded; `problems` lists every one found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems

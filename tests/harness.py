@@ -1,0 +1,73 @@
+"""Start a real gateway (proxy and admin listeners) on loopback for a test."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from gateway.app import Gateway, build_runtime
+from gateway.config.load import load
+from gateway.server import admin_app
+
+
+def new_key(prefix: str = "azgw_test_") -> tuple[str, str]:
+    """A gateway key for tests and the sha256 the policy stores for it."""
+    key = prefix + secrets.token_urlsafe(24)
+    return key, hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    admin_url: str
+    gateway: Gateway
+    runners: list[web.AppRunner]
+    config_path: Path
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+        await self.gateway.close()
+
+
+def _port(runner: web.AppRunner) -> int:
+    return int(runner.addresses[0][1])
+
+
+async def start_gateway(
+    tmp_path: Path, gateway_yaml: dict[str, Any], policies: dict[str, Any]
+) -> RunningGateway:
+    """Write the config files, load them like `run` does, serve on port 0."""
+    pol_dir = tmp_path / "policies"
+    pol_dir.mkdir(exist_ok=True)
+    for name, body in policies.items():
+        (pol_dir / name).write_text(yaml.safe_dump(body))
+    doc = {"policies": ["policies/*.yaml"], "audit": {"file": str(tmp_path / "audit.jsonl")}}
+    doc.update(gateway_yaml)
+    doc.setdefault("listen", {}).setdefault("port", 0)
+    doc["listen"].setdefault("host", "127.0.0.1")
+    doc.setdefault("admin", {}).setdefault("port", 0)
+    cfg_path = tmp_path / "gateway.yaml"
+    cfg_path.write_text(yaml.safe_dump(doc))
+    config = load(cfg_path)
+    gateway = Gateway(build_runtime(config))
+    await gateway.start()
+    runners = []
+    for app in (gateway.proxy_app(), admin_app(gateway)):
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+    return RunningGateway(
+        url=f"http://127.0.0.1:{_port(runners[0])}",
+        admin_url=f"http://127.0.0.1:{_port(runners[1])}",
+        gateway=gateway,
+        runners=runners,
+        config_path=cfg_path,
+    )

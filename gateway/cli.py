@@ -1,42 +1,34 @@
-"""Command line: argument parsing only; each verb calls into its module."""
+"""Command line: argument parsing only; each verb lives in gateway/commands/."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib
 from collections.abc import Sequence
 
+# verb -> module under gateway.commands (add a verb: add a module and a line here)
+VERBS = {
+    "run": "run",
+    "check": "check",
+}
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="azdo-gateway", description=__doc__)
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    p = argparse.ArgumentParser(
+        prog="azdo-gateway", description="Least-privilege reverse proxy for Azure DevOps."
+    )
     sub = p.add_subparsers(dest="verb", required=True)
-
-    run = sub.add_parser("run", help="serve the gateway")
-    run.add_argument("-c", "--config", default="gateway.yaml")
-    run.add_argument("--workers", type=int, default=1)
-
-    check = sub.add_parser("check", help="validate configuration and policies")
-    check.add_argument("-c", "--config", default="gateway.yaml")
-
-    return p
+    modules: dict[str, object] = {}
+    for verb, name in VERBS.items():
+        mod = importlib.import_module(f"gateway.commands.{name}")
+        sp = sub.add_parser(verb, help=mod.HELP, description=mod.__doc__)
+        mod.add_arguments(sp)
+        modules[verb] = mod
+    return p, modules
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.verb == "run":
-        from gateway.server import serve
-
-        return serve(args.config, workers=args.workers)
-    if args.verb == "check":
-        from gateway.config.load import load
-        from gateway.errors import ConfigError
-
-        try:
-            cfg = load(args.config)
-        except ConfigError as err:
-            for problem in err.problems:
-                print(problem, file=sys.stderr)
-            return 1
-        print(f"{cfg.path}: ok ({len(cfg.clients)} clients)")
-        return 0
-    return 2
+    parser, modules = _parser()
+    args = parser.parse_args(argv)
+    result: int = modules[args.verb].run(args)  # type: ignore[attr-defined]
+    return result

@@ -1,0 +1,18 @@
+"""`azdo-gateway run`: serve the gateway."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "serve the gateway"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default="gateway.yaml")
+    p.add_argument("--workers", type=int, default=1, help="processes on one port (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    return serve(args.config, workers=args.workers)

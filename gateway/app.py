@@ -60,6 +60,13 @@ def build_runtime(config: Config, catalog: Catalog | None = None) -> Runtime:
     )
 
 
+async def _send_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, streamed or not, carries the request id (set before headers go out)."""
+    ctx = request.get(CTX)
+    if ctx is not None:
+        response.headers["X-Request-ID"] = ctx.request_id
+
+
 class Gateway:
     """The running gateway: the current Runtime plus process-wide resources."""
 
@@ -99,11 +106,13 @@ class Gateway:
         try:
             response = await handler(request)
             ctx.status = response.status
+            ctx.bytes_out = ctx.bytes_out or response.body_length
             return response
         except BaseException:
             ctx.status = ctx.status or 499  # client went away mid-request
             raise
         finally:
+            ctx.bytes_in = ctx.bytes_in or request.content.total_bytes
             self.observability.finished(ctx)
 
     @web.middleware
@@ -173,5 +182,6 @@ class Gateway:
 
     def proxy_app(self) -> web.Application:
         app = web.Application(middlewares=self.pipeline(), client_max_size=0)
+        app.on_response_prepare.append(_send_request_id)
         app.router.add_route("*", "/{tail:.*}", self.forward)
         return app

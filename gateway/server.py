@@ -23,6 +23,7 @@ def admin_app(gateway: Gateway) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", gateway.observability.metrics_view)
     return app
 
 

@@ -100,3 +100,5 @@ class RequestContext:
     bytes_out: int = 0
     status: int | None = None  # status sent to the client
     error_reason: str | None = None  # reason of a gateway-produced error
+    # upstream X-RateLimit-* and Retry-After response headers (name -> value), if any
+    upstream_rate_limit: dict[str, str] = field(default_factory=dict)

@@ -1,20 +1,58 @@
-"""Stage 6: metrics and the audit trail."""
+"""Stage 6: metrics and the audit trail.
+
+`Observability(config)` is process-wide (it outlives reloads). The `observe`
+middleware calls `started(ctx)` when a request arrives and `finished(ctx)`
+once it is answered; other stages report their own events through
+`observability.metrics` (token acquisitions, upstream throttling, reloads).
+`render_metrics()` serves the admin `/metrics` route.
+"""
 
 from __future__ import annotations
 
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
 from gateway.config.model import Config
+from gateway.observability.audit import AuditLog, record
+from gateway.observability.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.types import RequestContext
+
+__all__ = ["AuditLog", "Metrics", "Observability"]
 
 
 class Observability:
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, config: Config, *, registry: CollectorRegistry | None = None) -> None:
+        self.metrics = Metrics(registry)
+        self.audit = AuditLog(config.gateway.audit.file)
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Adopt a (re)loaded configuration: label sets and the audit destination."""
+        self.metrics.known(
+            clients=(c.name for c in config.clients), credentials=config.gateway.credentials
+        )
+        if (config.gateway.audit.file or None) != self.audit.destination:
+            old, self.audit = self.audit, AuditLog(config.gateway.audit.file)
+            old.close()
 
     def started(self, ctx: RequestContext) -> None:
-        return None
+        self.metrics.inflight.inc()
 
     def finished(self, ctx: RequestContext) -> None:
-        return None
+        self.metrics.inflight.dec()
+        seconds = time.perf_counter() - ctx.started
+        self.metrics.request_finished(ctx, seconds)
+        self.audit.write(record(ctx, seconds))
+
+    def reopen(self) -> None:
+        """Reopen the audit file (SIGHUP after a log rotation)."""
+        self.audit.reopen()
+
+    async def metrics_view(self, request: web.Request) -> web.Response:
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def close(self) -> None:
-        return None
+        self.audit.close()

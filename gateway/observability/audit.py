@@ -1,0 +1,150 @@
+"""The audit trail: one JSON line per request.
+
+Takes a finished RequestContext and writes the fields DESIGN.md lists: time,
+request id, client, auth method, operation, method, canonical path,
+organization, project, required scopes, decision (with reason and the
+`report` mode flag), credential, upstream status, duration, bytes in/out and
+the upstream ActivityId. Never a key, a token, a query string or a body: the
+record is built field by field from the context, whose secret-bearing fields
+(`ClientIdentity.user_assertion`) are never read here.
+
+Destination: `audit.file` ("-" is stdout; empty disables). Each line is one
+`write()` on a file opened with O_APPEND, so several worker processes can
+share a file and `logrotate copytruncate` works as is; after a rename-style
+rotation the file is reopened on SIGHUP (`reopen()`) or, at the latest, a
+second after the path stopped pointing at the open file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from gateway.types import RequestContext
+
+log = logging.getLogger("azdo_gateway.audit")
+
+CHECK_EVERY_S = 1.0
+
+
+def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> dict[str, Any]:
+    """The audit record of one request (a plain dict, ready for JSON)."""
+    identity, match, decision = ctx.identity, ctx.match, ctx.decision
+    when = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
+    allowed: bool | None
+    if decision is not None:
+        allowed = decision.allowed and ctx.error_reason is None
+        reason = ctx.error_reason or decision.reason
+    else:
+        allowed = False if ctx.error_reason else None
+        reason = ctx.error_reason
+    required = decision.required_scopes if decision and decision.required_scopes else (
+        match.operation.scopes if match else ())
+    return {
+        "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "requestId": ctx.request_id,
+        "client": identity.client if identity else None,
+        "authMethod": identity.auth_method if identity else None,
+        "subject": identity.subject if identity else None,
+        "operation": match.operation.id if match else None,
+        "area": match.operation.area if match else None,
+        "method": ctx.method,
+        "effectiveMethod": ctx.effective_method or ctx.method,
+        "host": ctx.host,
+        "path": ctx.path or None,
+        "organization": match.organization if match else None,
+        "project": match.project if match else None,
+        "requiredScopes": list(required),
+        "decision": "allow" if allowed else "deny" if allowed is False else None,
+        "reason": reason,
+        "reportOnly": bool(decision and decision.report_only),
+        "rule": decision.rule if decision else None,
+        "credential": ctx.credential,
+        "status": ctx.status,
+        "upstreamStatus": ctx.upstream_status,
+        "durationMs": round(seconds * 1000, 3),
+        "upstreamMs": None if ctx.upstream_seconds is None else round(
+            ctx.upstream_seconds * 1000, 3),
+        "bytesIn": ctx.bytes_in,
+        "bytesOut": ctx.bytes_out,
+        "activityId": ctx.activity_id,
+        "upstreamRateLimit": dict(ctx.upstream_rate_limit) or None,
+    }
+
+
+class AuditLog:
+    """Appends JSON lines to a file or stdout; safe to share between processes."""
+
+    def __init__(self, destination: str | None) -> None:
+        self.destination = destination or None
+        self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self.failures = 0
+        if self.destination not in (None, "-"):
+            self._open()
+
+    def _open(self) -> None:
+        assert self.destination is not None
+        fd = os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                     0o640)
+        st = os.fstat(fd)
+        old, self._fd, self._inode = self._fd, fd, (st.st_dev, st.st_ino)
+        self._checked = time.monotonic()
+        if old is not None:
+            os.close(old)
+
+    def reopen(self) -> None:
+        """Reopen the file by name (after logrotate moved it away)."""
+        with self._lock:
+            if self.destination not in (None, "-"):
+                try:
+                    self._open()
+                except OSError as err:
+                    log.error("audit: cannot reopen %s: %s", self.destination, err.strerror)
+
+    def _rotated(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked < CHECK_EVERY_S:
+            return False
+        self._checked = now
+        try:
+            st = os.stat(self.destination)  # type: ignore[arg-type]
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._inode
+
+    def write(self, entry: dict[str, Any]) -> None:
+        if self.destination is None:
+            return
+        line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n"
+        if self.destination == "-":
+            out: TextIO = sys.stdout
+            out.write(line)
+            out.flush()
+            return
+        data = line.encode()
+        with self._lock:
+            try:
+                if self._rotated():
+                    self._open()
+                assert self._fd is not None
+                os.write(self._fd, data)
+            except OSError as err:
+                self.failures += 1
+                if self.failures == 1 or self.failures % 1000 == 0:
+                    log.error("audit: cannot write %s: %s (%d lines lost)",
+                              self.destination, err.strerror, self.failures)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

@@ -1,0 +1,245 @@
+"""Prometheus metrics: every metric of DESIGN.md, defined once, here.
+
+Takes finished RequestContexts and events from other stages (token
+acquisitions, upstream throttling, reloads) and turns them into samples.
+Label values are bounded: client and credential names come from the
+configuration, `operation_area` from the catalog, methods from a fixed set,
+reasons from `gateway.errors.REASONS`; anything else becomes a fixed
+placeholder, never a raw path or a value the caller typed.
+
+Multiple worker processes: when `PROMETHEUS_MULTIPROC_DIR` is set (the
+supervisor sets it before starting workers), prometheus_client keeps every
+value in a per-process file and `render()` merges all of them, so counters of a
+worker that died stay counted and never go backwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from gateway.errors import REASONS
+from gateway.types import RequestContext
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "multiprocess_dir"]
+
+NONE = "-"  # label value when the request never got that far (no client, no operation)
+OTHER = "other"  # label value for anything outside the bounded set
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_RESULT = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+REQUEST_LABELS = ("client", "operation_area", "method", "status")
+
+
+def multiprocess_dir() -> str | None:
+    """The directory shared by worker processes, if running with several."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return path if path and os.path.isdir(path) else None
+
+
+def _method(method: str) -> str:
+    return method if method in METHODS else OTHER
+
+
+def _status(status: int | None) -> str:
+    return str(status) if status is not None and 100 <= status <= 599 else NONE
+
+
+class Metrics:
+    """All metrics of one process. Inject `registry` in tests."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, names: Iterable[str] = ()
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._names: frozenset[str] = frozenset()
+        self._credentials: frozenset[str] = frozenset()
+        self.known(clients=names)
+        r = self.registry
+        self.requests = Counter(
+            "azdo_gateway_requests_total", "Requests answered, by client, operation area, "
+            "method and status.", REQUEST_LABELS, registry=r)
+        self.request_duration = Histogram(
+            "azdo_gateway_request_duration_seconds", "Time from request to the end of the "
+            "response, as seen by the gateway.", REQUEST_LABELS, buckets=DURATION_BUCKETS,
+            registry=r)
+        self.upstream_duration = Histogram(
+            "azdo_gateway_upstream_duration_seconds", "Time Azure DevOps took to answer "
+            "(to the response headers).", ("host", "operation_area"),
+            buckets=DURATION_BUCKETS, registry=r)
+        self.denied = Counter(
+            "azdo_gateway_denied_total", "Requests the gateway answered itself with an "
+            "error, by client and reason.", ("client", "reason"), registry=r)
+        self.report_only = Counter(
+            "azdo_gateway_report_only_denials_total", "Requests a client in `mode: report` "
+            "made that enforce mode would have denied.", ("client", "reason"), registry=r)
+        self.token_acquisitions = Counter(
+            "azdo_gateway_token_acquisitions_total", "Upstream token acquisitions from the "
+            "identity provider, by credential and result.", ("credential", "result"),
+            registry=r)
+        self.token_cache_hits = Counter(
+            "azdo_gateway_token_cache_hits_total", "Upstream tokens served from the cache.",
+            ("credential",), registry=r)
+        self._token_expiry_ts = Gauge(
+            "azdo_gateway_token_expiry_timestamp_seconds", "Unix time the cached upstream "
+            "token of a credential expires.", ("credential",), multiprocess_mode="livemax",
+            registry=r)
+        self.inflight = Gauge(
+            "azdo_gateway_inflight_requests", "Requests being handled right now.",
+            multiprocess_mode="livesum", registry=r)
+        self.upstream_throttled = Counter(
+            "azdo_gateway_upstream_throttled_total", "Upstream 429 answers (Azure DevOps "
+            "throttling), by credential and the client whose request got it.",
+            ("credential", "client"), registry=r)
+        self.upstream_delayed = Counter(
+            "azdo_gateway_upstream_pressure_delays_total", "Requests the gateway slowed "
+            "because their credential neared its Azure DevOps rate limit.",
+            ("credential", "client"), registry=r)
+        self.upstream_remaining = Gauge(
+            "azdo_gateway_upstream_ratelimit_remaining", "Last X-RateLimit-Remaining Azure "
+            "DevOps reported for a credential.", ("credential",),
+            multiprocess_mode="livemostrecent", registry=r)
+        self.upstream_limit = Gauge(
+            "azdo_gateway_upstream_ratelimit_limit", "Last X-RateLimit-Limit Azure DevOps "
+            "reported for a credential.", ("credential",),
+            multiprocess_mode="livemostrecent", registry=r)
+        self.reloads = Counter(
+            "azdo_gateway_config_reloads_total", "Configuration reloads, by result.",
+            ("result",), registry=r)
+        self.registry.register(_ExpiryCollector(self))
+
+    # --- label bounding --------------------------------------------------
+
+    def known(self, *, clients: Iterable[str] = (), credentials: Iterable[str] = ()) -> None:
+        """Declare the configured client and credential names (on start and reload)."""
+        self._names = frozenset(clients)
+        self._credentials = frozenset(credentials)
+
+    def client(self, name: str | None) -> str:
+        if name is None:
+            return NONE
+        return name if name in self._names or not self._names and _NAME.match(name) else OTHER
+
+    def credential(self, name: str | None) -> str:
+        if name is None:
+            return NONE
+        if name in self._credentials or not self._credentials and _NAME.match(name):
+            return name
+        return OTHER
+
+    @staticmethod
+    def reason(reason: str | None) -> str:
+        return reason if reason in REASONS else OTHER
+
+    # --- events ----------------------------------------------------------
+
+    def request_finished(self, ctx: RequestContext, seconds: float) -> None:
+        client = self.client(ctx.identity.client if ctx.identity else None)
+        area = NONE
+        if ctx.match is not None:
+            area = ctx.match.operation.area if _NAME.match(ctx.match.operation.area) else OTHER
+        labels = (client, area, _method(ctx.method), _status(ctx.status))
+        self.requests.labels(*labels).inc()
+        self.request_duration.labels(*labels).observe(seconds)
+        if ctx.upstream_seconds is not None:
+            self.upstream_duration.labels(
+                ctx.host if _NAME.match(ctx.host) else OTHER, area
+            ).observe(ctx.upstream_seconds)
+        if ctx.error_reason is not None and (ctx.status or 0) >= 400:
+            self.denied.labels(client, self.reason(ctx.error_reason)).inc()
+        decision = ctx.decision
+        if decision is not None and decision.report_only:
+            self.report_only.labels(client, self.reason(decision.reason)).inc()
+
+    def token_acquired(self, credential: str, result: str) -> None:
+        """An acquisition from the identity provider: result `ok` or a failure reason."""
+        self.token_acquisitions.labels(
+            self.credential(credential), result if _RESULT.match(result) else OTHER
+        ).inc()
+
+    def token_cache_hit(self, credential: str) -> None:
+        self.token_cache_hits.labels(self.credential(credential)).inc()
+
+    def token_expiry(self, credential: str, expires_at: float | None) -> None:
+        """The cached token of `credential` expires at `expires_at` (epoch seconds)."""
+        if expires_at is not None:
+            self._token_expiry_ts.labels(self.credential(credential)).set(expires_at)
+
+    def throttled(self, credential: str | None, client: str | None) -> None:
+        self.upstream_throttled.labels(self.credential(credential), self.client(client)).inc()
+
+    def pressure_delay(self, credential: str | None, client: str | None) -> None:
+        self.upstream_delayed.labels(self.credential(credential), self.client(client)).inc()
+
+    def upstream_rate_limit(self, credential: str, remaining: float, limit: float) -> None:
+        cred = self.credential(credential)
+        self.upstream_remaining.labels(cred).set(remaining)
+        self.upstream_limit.labels(cred).set(limit)
+
+    def reloaded(self, ok: bool) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+
+    # --- exposition ------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The text exposition format; merged over all workers when there are several."""
+        path = multiprocess_dir()
+        if path is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        collector = MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
+        merged.register(_Merged(collector))
+        return generate_latest(merged)
+
+
+def _expiry_family(timestamps: Iterable[Metric], now: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "azdo_gateway_token_expiry_seconds",
+        "Seconds until the cached upstream token of a credential expires (negative: expired).",
+        labels=("credential",),
+    )
+    for metric in timestamps:
+        for sample in metric.samples:
+            family.add_metric([sample.labels["credential"]], sample.value - now)
+    return family
+
+
+class _ExpiryCollector(Collector):
+    """Derives seconds-to-expiry at scrape time from the stored expiry timestamps."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield _expiry_family(self._metrics._token_expiry_ts.collect(), time.time())
+
+
+class _Merged(Collector):
+    """All workers' values, plus the derived seconds-to-expiry gauge."""
+
+    def __init__(self, source: MultiProcessCollector) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        expiry: list[Metric] = []
+        for metric in self._source.collect():  # type: ignore[no-untyped-call]
+            if metric.name == "azdo_gateway_token_expiry_timestamp_seconds":
+                expiry.append(metric)
+            yield metric
+        yield _expiry_family(expiry, time.time())

@@ -1,0 +1,95 @@
+"""Helpers for operations tests: a gateway whose catalog, policy and tokens
+are small, explicit stand-ins, so that metrics, audit, limits and reload are
+tested against the real pipeline without depending on the full catalog."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from gateway.app import Runtime
+from gateway.authn import Authentication
+from gateway.catalog import Catalog
+from gateway.config.model import Client, Config
+from gateway.errors import CredentialUnavailable
+from gateway.tokens import TokenBroker
+from gateway.types import ClientIdentity, Decision, Match, Operation, RequestContext, UpstreamToken
+
+OPERATIONS = (
+    (re.compile(r"^/(?P<org>[^/]+)/(?P<proj>[^/]+)/_apis/git/repositories$"),
+     Operation("git.Repositories_List", "git", "main", "GET",
+               "/{organization}/{project}/_apis/git/repositories", ("vso.code",))),
+    (re.compile(r"^/(?P<org>[^/]+)/(?P<proj>[^/]+)/_apis/build/builds$"),
+     Operation("build.Builds_Queue", "build", "main", "POST",
+               "/{organization}/{project}/_apis/build/builds", ("vso.build_execute",))),
+    (re.compile(r"^/(?P<org>[^/]+)/_apis/projects$"),
+     Operation("core.Projects_List", "core", "main", "GET", "/{organization}/_apis/projects",
+               ("vso.project",))),
+)
+
+
+class FixedCatalog(Catalog):
+    def __init__(self) -> None:
+        super().__init__(tuple(op for _, op in OPERATIONS))
+
+    def match(self, host: str, method: str, path: str) -> Match | None:
+        for rx, op in OPERATIONS:
+            m = rx.match(path)
+            if m and op.method == method:
+                d = m.groupdict()
+                proj = d.get("proj")
+                return Match(op, {}, d["org"], proj)
+        return None
+
+
+class ScopePolicy:
+    """Allow when the client holds one of the operation's scopes."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def authorize(self, identity: ClientIdentity, ctx: RequestContext) -> Decision:
+        if ctx.match is None:
+            return Decision(False, "no_matching_operation", message="no operation matches")
+        client = self.config.client(identity.client)
+        need = ctx.match.operation.scopes
+        if client is not None and set(need) & set(client.scopes):
+            return Decision(True, None, need)
+        if client is not None and client.mode == "report":
+            return Decision(True, "missing_scope", need, report_only=True)
+        return Decision(False, "missing_scope", need, message="missing scope")
+
+
+class Tokens:
+    """The real TokenBroker, except credential `broken` never yields a token."""
+
+    def __init__(self, config: Config) -> None:
+        self.inner = TokenBroker(config)
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def ready(self) -> tuple[bool, str]:
+        return self.inner.ready()
+
+    async def acquire(self, identity: ClientIdentity, client: Client) -> UpstreamToken:
+        if client.credential == "broken":
+            raise CredentialUnavailable("credential 'broken' cannot get a token")
+        return await self.inner.acquire(identity, client)
+
+    def invalidate(self, token: UpstreamToken) -> None:
+        self.inner.invalidate(token)
+
+
+def runtime(config: Config) -> Runtime:
+    return Runtime(config=config, catalog=FixedCatalog(), policy=ScopePolicy(config),  # type: ignore[arg-type]
+                   authn=Authentication(config), tokens=Tokens(config))  # type: ignore[arg-type]
+
+
+def audit_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]

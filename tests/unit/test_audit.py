@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from gateway.observability import audit as audit_mod
+from gateway.observability.audit import AuditLog, record
+from gateway.types import ClientIdentity, Decision, Match, Operation, RequestContext
+
+OP = Operation(id="git.Repositories_List", area="git", host="main", method="GET",
+               template="/{organization}/{project}/_apis/git/repositories", scopes=("vso.code",))
+FIELDS = {"time", "requestId", "client", "authMethod", "operation", "method", "path",
+          "organization", "project", "requiredScopes", "decision", "reason", "reportOnly",
+          "credential", "upstreamStatus", "durationMs", "bytesIn", "bytesOut", "activityId"}
+
+
+def allowed_ctx() -> RequestContext:
+    c = RequestContext(request_id="req-1", method="GET")
+    c.path = "/fabrikam/Fiber/_apis/git/repositories"
+    c.query = "api-version=7.1&token=secret-in-query"
+    c.identity = ClientIdentity("ci", "entra", "oid-1", user_assertion="eyJ.secret.jwt")
+    c.match = Match(OP, {"organization": "fabrikam", "project": "Fiber"}, "fabrikam", "Fiber")
+    c.decision = Decision(True, None, ("vso.code",))
+    c.credential, c.upstream_status, c.status = "build-sp", 200, 200
+    c.activity_id, c.bytes_in, c.bytes_out = "a1b2", 0, 1234
+    c.upstream_seconds = 0.0421
+    return c
+
+
+def test_record_has_design_fields_and_no_secrets():
+    rec = record(allowed_ctx(), 0.05, now=0)
+    assert FIELDS <= rec.keys()
+    assert rec["time"] == "1970-01-01T00:00:00.000Z"
+    assert rec["decision"] == "allow" and rec["reason"] is None
+    assert rec["requiredScopes"] == ["vso.code"]
+    assert (rec["organization"], rec["project"]) == ("fabrikam", "Fiber")
+    assert rec["durationMs"] == 50.0 and rec["upstreamMs"] == 42.1
+    text = json.dumps(rec)
+    assert "secret" not in text and "eyJ" not in text
+
+
+@pytest.mark.parametrize("decision, error, expected", [
+    (Decision(False, "missing_scope", ("vso.build_execute",)), "missing_scope",
+     ("deny", "missing_scope", False)),
+    (Decision(True, "missing_scope", ("vso.code",), report_only=True), None,
+     ("allow", "missing_scope", True)),
+    (None, "unknown_key", ("deny", "unknown_key", False)),
+    (Decision(True, None, ("vso.code",)), "credential_unavailable",
+     ("deny", "credential_unavailable", False)),
+])
+def test_decision_reason_and_report_flag(decision, error, expected):
+    c = allowed_ctx()
+    c.decision, c.error_reason = decision, error
+    rec = record(c, 0.001)
+    assert (rec["decision"], rec["reason"], rec["reportOnly"]) == expected
+
+
+def test_file_lines_and_copytruncate_and_rename_rotation(tmp_path, monkeypatch):
+    monkeypatch.setattr(audit_mod, "CHECK_EVERY_S", 0.0)
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    log.write({"n": 1})
+    log.write({"n": 2})
+    # logrotate copytruncate: copy, then truncate in place; O_APPEND writes go to offset 0
+    shutil.copy(path, tmp_path / "audit.jsonl.1")
+    os.truncate(path, 0)
+    log.write({"n": 3})
+    assert path.read_text() == '{"n":3}\n'
+    assert (tmp_path / "audit.jsonl.1").read_text() == '{"n":1}\n{"n":2}\n'
+    # rename rotation: the next write notices the path moved and reopens it
+    os.rename(path, tmp_path / "audit.jsonl.2")
+    log.write({"n": 4})
+    assert path.read_text() == '{"n":4}\n'
+    assert (tmp_path / "audit.jsonl.2").read_text() == '{"n":3}\n'
+    log.close()
+
+
+def test_explicit_reopen_after_rename(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    log.write({"n": 1})
+    os.rename(path, tmp_path / "old")
+    log.reopen()  # what SIGHUP does
+    log.write({"n": 2})
+    assert path.read_text() == '{"n":2}\n'
+    log.close()
+
+
+def test_stdout_and_disabled(capsys):
+    AuditLog("-").write({"a": "ü"})
+    assert capsys.readouterr().out == '{"a":"ü"}\n'
+    AuditLog(None).write({"a": 1})
+    AuditLog("").write({"a": 1})
+    assert capsys.readouterr().out == ""
+
+
+def test_unwritable_destination_does_not_raise(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    os.close(log._fd)  # simulate a broken descriptor (disk gone)
+    log.write({"n": 1})
+    assert log.failures == 1
+    log._fd = None

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.observability.metrics import Metrics
+from gateway.types import ClientIdentity, Decision, Match, Operation, RequestContext
+
+DESIGN_METRICS = {
+    "azdo_gateway_requests": "counter",
+    "azdo_gateway_request_duration_seconds": "histogram",
+    "azdo_gateway_upstream_duration_seconds": "histogram",
+    "azdo_gateway_denied": "counter",
+    "azdo_gateway_token_acquisitions": "counter",
+    "azdo_gateway_token_cache_hits": "counter",
+    "azdo_gateway_token_expiry_seconds": "gauge",
+    "azdo_gateway_inflight_requests": "gauge",
+    "azdo_gateway_upstream_throttled": "counter",
+    "azdo_gateway_config_reloads": "counter",
+}
+
+OP = Operation(id="git.Repositories_List", area="git", host="main", method="GET",
+               template="/{organization}/{project}/_apis/git/repositories", scopes=("vso.code",))
+
+
+def families(m: Metrics) -> dict[str, object]:
+    return {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+
+
+def sample(m: Metrics, name: str, **labels: str) -> float | None:
+    for fam in text_string_to_metric_families(m.render().decode()):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def ctx(**kw: object) -> RequestContext:
+    c = RequestContext(request_id="r1", method=str(kw.pop("method", "GET")))
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def test_every_design_metric_is_exported_with_its_type():
+    m = Metrics(CollectorRegistry(), names=["ci"])
+    m.request_finished(ctx(status=200), 0.01)
+    m.token_expiry("build-sp", time.time() + 100)
+    fams = families(m)
+    for name, kind in DESIGN_METRICS.items():
+        assert name in fams, name
+        assert fams[name].type == kind, name
+
+
+def test_request_labels_are_bounded():
+    m = Metrics(CollectorRegistry(), names=["ci"])
+    m.known(clients=["ci"], credentials=["build-sp"])
+    ident = ClientIdentity(client="ci", auth_method="api_key", subject="k1")
+    match = Match(OP, {}, "fabrikam", "Fiber")
+    m.request_finished(ctx(identity=ident, match=match, status=200, path="/fabrikam/x"), 0.02)
+    m.request_finished(ctx(method="BREW", status=400, path="/a/../../etc/passwd",
+                           error_reason="ambiguous_path"), 0.001)
+    m.request_finished(ctx(identity=ClientIdentity("gone", "api_key", "k"), status=403,
+                           error_reason="<script>"), 0.001)
+    assert sample(m, "azdo_gateway_requests_total", client="ci", operation_area="git",
+                  method="GET", status="200") == 1
+    assert sample(m, "azdo_gateway_requests_total", client="-", operation_area="-",
+                  method="other", status="400") == 1
+    assert sample(m, "azdo_gateway_denied_total", client="-", reason="ambiguous_path") == 1
+    assert sample(m, "azdo_gateway_denied_total", client="other", reason="other") == 1
+    text = m.render().decode()
+    assert "passwd" not in text and "BREW" not in text and "gone" not in text
+    assert "<script>" not in text
+
+
+def test_token_events_and_expiry_is_seconds_to_go():
+    m = Metrics(CollectorRegistry())
+    m.known(credentials=["build-sp"])
+    m.token_acquired("build-sp", "ok")
+    m.token_acquired("build-sp", "AADSTS7000215 secret=xyz")  # not a bounded result
+    m.token_cache_hit("build-sp")
+    m.token_expiry("build-sp", time.time() + 3600)
+    assert sample(m, "azdo_gateway_token_acquisitions_total", credential="build-sp",
+                  result="ok") == 1
+    assert sample(m, "azdo_gateway_token_acquisitions_total", result="other") == 1
+    assert sample(m, "azdo_gateway_token_cache_hits_total", credential="build-sp") == 1
+    left = sample(m, "azdo_gateway_token_expiry_seconds", credential="build-sp")
+    assert left is not None and 3590 < left <= 3600
+    assert "xyz" not in m.render().decode()
+
+
+def test_report_mode_denials_and_reloads_and_throttling():
+    m = Metrics(CollectorRegistry(), names=["ci"])
+    ident = ClientIdentity(client="ci", auth_method="api_key", subject="k1")
+    d = Decision(True, "missing_scope", ("vso.code",), report_only=True)
+    m.request_finished(ctx(identity=ident, decision=d, status=200), 0.01)
+    m.reloaded(True)
+    m.reloaded(False)
+    m.throttled("build-sp", "ci")
+    assert sample(m, "azdo_gateway_report_only_denials_total", client="ci",
+                  reason="missing_scope") == 1
+    assert sample(m, "azdo_gateway_denied_total", client="ci") is None
+    assert sample(m, "azdo_gateway_config_reloads_total", result="success") == 1
+    assert sample(m, "azdo_gateway_config_reloads_total", result="failure") == 1
+    assert sample(m, "azdo_gateway_upstream_throttled_total", credential="build-sp",
+                  client="ci") == 1
+
+
+def test_inflight_goes_up_and_down():
+    m = Metrics(CollectorRegistry())
+    m.inflight.inc()
+    m.inflight.inc()
+    m.inflight.dec()
+    assert sample(m, "azdo_gateway_inflight_requests") == 1
+
+
+WORKER = textwrap.dedent("""
+    import sys, time
+    from prometheus_client import CollectorRegistry
+    from gateway.observability.metrics import Metrics
+    from gateway.types import RequestContext
+    m = Metrics(CollectorRegistry())
+    m.known(clients=["ci"], credentials=["sp"])
+    for _ in range(int(sys.argv[1])):
+        c = RequestContext(request_id="x", method="GET"); c.status = 200
+        m.request_finished(c, 0.01)
+    m.inflight.inc()
+    m.token_expiry("sp", time.time() + 50)
+    sys.stdout.write(m.render().decode())
+""")
+
+
+@pytest.mark.parametrize("dead", [False, True])
+def test_multiprocess_counters_add_up_and_survive_dead_workers(tmp_path, dead):
+    """Two worker processes write; a third renders the sum. A dead worker's
+    counters stay (counters never go backwards); its live gauges go."""
+    from prometheus_client.multiprocess import mark_process_dead
+
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    pids = []
+    for n in (3, 4):
+        p = subprocess.run([sys.executable, "-c", WORKER, str(n)], env=env, check=True,
+                           capture_output=True, text=True, cwd=os.getcwd())
+        assert "azdo_gateway_requests_total" in p.stdout
+        pids.append(p)
+    out = subprocess.run([sys.executable, "-c", WORKER, "0"], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    values = {}
+    for fam in text_string_to_metric_families(out):
+        for s in fam.samples:
+            values[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    key = ("azdo_gateway_requests_total",
+           (("client", "-"), ("method", "GET"), ("operation_area", "-"), ("status", "200")))
+    assert values[key] == 7
+    expiry = values[("azdo_gateway_token_expiry_seconds", (("credential", "sp"),))]
+    assert 0 < expiry <= 50
+    if dead:
+        for f in os.listdir(tmp_path):
+            if f.startswith("gauge_live"):
+                pid = int(f.rsplit("_", 1)[1].split(".")[0])
+                mark_process_dead(pid, str(tmp_path))
+        out = subprocess.run([sys.executable, "-c", WORKER, "0"], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        fams = {f.name: f for f in text_string_to_metric_families(out)}
+        assert [s.value for s in fams["azdo_gateway_requests"].samples
+                if s.name.endswith("_total")] == [7]
+        # only the rendering process itself is still live
+        assert [s.value for s in fams["azdo_gateway_inflight_requests"].samples] == [1]

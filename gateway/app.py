@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.authn import Authentication
+from gateway.authn import Authentication, strip_credentials
 from gateway.canonical import canonicalize
 from gateway.catalog import Catalog
 from gateway.config.model import Config
@@ -143,7 +143,7 @@ class Gateway:
     async def authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         ctx = request[CTX]
         ctx.identity = await self.runtime.authn.authenticate(request, ctx)
-        return await handler(request)
+        return await handler(strip_credentials(request))
 
     @web.middleware
     async def authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 VERBS = {
     "run": "run",
     "check": "check",
+    "keygen": "keygen",
 }
 
 

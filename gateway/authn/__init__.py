@@ -1,48 +1,102 @@
 """Stage 1: authenticate the client.
 
-Takes the request's credential (a gateway key sent where a PAT is sent, an
-Entra ID access token, or a TLS client certificate) and returns the
-`ClientIdentity` of the policy client it belongs to. Raises Unauthenticated
-(401) for a missing, malformed, unknown or expired credential.
+Takes the request: its `Authorization` header (a gateway key sent where a PAT
+is sent, or an Entra ID access token) or its TLS client certificate. Returns
+the `ClientIdentity` of the policy client it proves. Raises
+- Unauthenticated (401) for a missing, malformed, unknown or expired
+  credential, and for an Azure DevOps PAT (reason `pat_not_accepted`);
+- Denied (403, `unknown_client`) for a valid Entra token or certificate that
+  belongs to no client;
+- TooManyRequests (429, `too_many_failed_authentications`) while the source
+  address is slowed down after repeated failures.
+
+Order: a JWT-shaped credential goes to Entra ID validation, any other
+credential to the gateway keys; a request without `Authorization` may be
+identified by its client certificate. Secrets never reach logs or errors: the
+identity's subject is a key id, a token's oid/appid or a certificate
+fingerprint.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
+import logging
 
 from aiohttp import web
+from multidict import CIMultiDict
 
+from gateway.authn.api_key import ApiKeyAuthenticator
+from gateway.authn.base import Authenticator, Presented, presented_credential
+from gateway.authn.certificate import CertificateAuthenticator
+from gateway.authn.entra import EntraAuthenticator
+from gateway.authn.throttle import FailureThrottle
 from gateway.config.model import Config
-from gateway.errors import Unauthenticated
+from gateway.errors import Denied, Unauthenticated
 from gateway.types import ClientIdentity, RequestContext
+
+__all__ = ["Authentication", "Authenticator", "Presented", "strip_credentials"]
+
+log = logging.getLogger("azdo_gateway.authn")
+
+# Headers that carry client credentials; none of them goes upstream.
+CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
 
 
 class Authentication:
+    """The chain of authenticators for one configuration."""
+
     def __init__(self, config: Config) -> None:
-        self._keys: dict[str, tuple[str, str]] = {}  # sha256 hex -> (client, key id)
-        for client in config.clients:
-            for key in client.api_keys:
-                self._keys[key.sha256.lower()] = (client.name, key.id)
+        limits = config.gateway.limits
+        self._max_bytes = min(limits.max_header_bytes, 16 * 1024)
+        self.api_keys = ApiKeyAuthenticator(config)
+        self.entra = EntraAuthenticator(config)
+        self.certificates = CertificateAuthenticator(config)
+        self.throttle = FailureThrottle()
 
     async def authenticate(self, request: web.Request, ctx: RequestContext) -> ClientIdentity:
-        header = request.headers.get("Authorization")
-        if not header:
-            raise Unauthenticated("no credential: send a gateway key as the password of Basic auth")
-        scheme, _, value = header.partition(" ")
-        key = value.strip()
-        if scheme.lower() == "basic":
-            try:
-                key = base64.b64decode(key, validate=True).decode().partition(":")[2]
-            except (binascii.Error, UnicodeDecodeError):
-                raise Unauthenticated("malformed Basic credential", reason="malformed_authorization") from None
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        for known, (client, key_id) in self._keys.items():
-            if hmac.compare_digest(known, digest):
-                return ClientIdentity(client=client, auth_method="api_key", subject=key_id)
-        raise Unauthenticated("unknown gateway key", reason="unknown_key")
+        remote = request.remote
+        self.throttle.check(remote)
+        try:
+            presented = presented_credential(request.headers, max_bytes=self._max_bytes)
+            identity = await self._identify(request, presented)
+        except (Unauthenticated, Denied) as err:
+            if err.reason != "unauthenticated":  # a wrong credential, not a missing one
+                self.throttle.failed(remote)
+                log.info(
+                    "authentication failed: %s (source %s, request %s)",
+                    err.reason,
+                    remote,
+                    ctx.request_id,
+                )
+            raise
+        return identity
+
+    async def _identify(self, request: web.Request, presented: Presented | None) -> ClientIdentity:
+        if presented is None:
+            identity = await self.certificates.authenticate(request, None)
+            if identity is not None:
+                return identity
+            raise Unauthenticated(
+                "no credential: send a gateway key as the password of HTTP Basic"
+                " authentication (any user name) or as a Bearer token,"
+                " or an Entra ID access token as a Bearer token"
+            )
+        chain: tuple[Authenticator, ...] = (self.entra,) if presented.is_jwt else (self.api_keys,)
+        for authenticator in chain:
+            identity = await authenticator.authenticate(request, presented)
+            if identity is not None:
+                return identity
+        raise Unauthenticated("credential not recognised", reason="unknown_key")
 
     async def close(self) -> None:
-        return None
+        await self.entra.close()
+
+
+def strip_credentials(request: web.Request) -> web.Request:
+    """The request without the client's credential headers (for later stages)."""
+    headers = request.headers
+    if not any(name in headers for name in CREDENTIAL_HEADERS):
+        return request
+    kept = CIMultiDict(headers)
+    for name in CREDENTIAL_HEADERS:
+        kept.popall(name, None)
+    return request.clone(headers=kept)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.azdo import FakeAzdo, start_fake_azdo
+from tests.fakes.entra import make_entra  # noqa: F401 - fixture
 from tests.harness import RunningGateway, start_gateway
 
 _SCRUB = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR",

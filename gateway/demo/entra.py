@@ -1,0 +1,546 @@
+"""DEMO/TEST STAND-IN for Microsoft Entra ID. Never used by `azdo-gateway run`.
+
+A real TLS aiohttp server on loopback, with its own CA (see `ca_file`), that
+speaks enough of Entra ID's protocol for MSAL to run against it unmodified:
+
+    GET  /{tenant}/v2.0/.well-known/openid-configuration   discovery (v1: without /v2.0)
+    GET  /{tenant}/discovery/v2.0/keys                      JWKS (rotate_signing_key())
+    POST /{tenant}/oauth2/v2.0/token                        client_credentials with a client
+         secret or a client assertion (certificate, incl. x5c subject-name/issuer, or a
+         federated workload token); jwt-bearer on-behalf-of -> a token for that user
+    GET  /msi/token                                          App Service managed identity
+    GET  /metadata/identity/oauth2/token                     Azure VM (IMDS) managed identity
+
+Errors look like Entra's: {"error", "error_description": "AADSTS...", "error_codes"}.
+Tests add fault injection by overriding `intercept()` (see tests/fakes/entra.py);
+`mint_access_token()` makes tokens for tests of client authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ssl
+import tempfile
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.demo.entra_grants import (
+    AZURE_DEVOPS_RESOURCE,
+    FEDERATED_AUDIENCE,
+    AppRegistration,
+    GrantError,
+    ManagedIdentityRecord,
+    authenticate_client,
+    validate_user_assertion,
+)
+from gateway.demo.jwtmint import SigningKeys
+from gateway.demo.pki import DemoCA
+
+__all__ = ["AZURE_DEVOPS_RESOURCE", "FEDERATED_AUDIENCE", "EntraStandIn", "aad_error"]
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+_OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
+
+
+def aad_error(status: int, error: str, code: int, description: str) -> web.Response:
+    """An error response shaped like Entra ID's."""
+    trace, corr = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+    return web.json_response(
+        {
+            "error": error,
+            "error_description": f"AADSTS{code}: {description} Trace ID: {trace} "
+            f"Correlation ID: {corr} Timestamp: {stamp}",
+            "error_codes": [code],
+            "timestamp": stamp,
+            "trace_id": trace,
+            "correlation_id": corr,
+        },
+        status=status,
+    )
+
+
+class EntraStandIn:
+    """An Entra ID look-alike for the demo and for tests. Start with `await start()`."""
+
+    def __init__(
+        self,
+        tenant_id: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        token_lifetime_s: float = 3600,
+        refresh_in_s: float | None = None,
+        default_audience: str = "api://azdo-gateway",
+    ) -> None:
+        self.tenant_id = tenant_id or str(uuid.uuid4())
+        self.tenants = {self.tenant_id}
+        self.host = host
+        self.token_lifetime_s = token_lifetime_s
+        self.refresh_in_s = refresh_in_s
+        self.default_audience = default_audience
+        self.keys = SigningKeys()
+        self.federation_keys = SigningKeys()  # the "cluster OIDC issuer" of workload tokens
+        self.apps: dict[str, AppRegistration] = {}
+        self.managed_identities: list[ManagedIdentityRecord] = []
+        self.identity_header = uuid.uuid4().hex  # App Service's IDENTITY_HEADER secret
+        self.ca = DemoCA("azdo-gateway demo Entra ID CA")
+        self._dir = tempfile.TemporaryDirectory(prefix="azdo-gateway-entra-")
+        self.ca_file = self.ca.write_cert(Path(self._dir.name) / "entra-ca.pem")
+        self._runner: web.AppRunner | None = None
+        self._transports: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+        self.url = ""
+
+    # --- lifecycle -------------------------------------------------------
+
+    async def start(self, port: int = 0) -> EntraStandIn:
+        ctx: ssl.SSLContext = self.ca.server_context(
+            self.ca.issue_server((self.host, "localhost")), Path(self._dir.name)
+        )
+        app = web.Application(middlewares=[self._track_connection])
+        r = app.router
+        r.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery_v2)
+        r.add_get("/{tenant}/.well-known/openid-configuration", self._discovery_v1)
+        r.add_get("/{tenant}/discovery/v2.0/keys", self._jwks)
+        r.add_get("/{tenant}/discovery/keys", self._jwks)
+        r.add_post("/{tenant}/oauth2/v2.0/token", self._token)
+        r.add_get("/msi/token", self._msi_app_service)
+        r.add_get("/metadata/identity/oauth2/token", self._msi_imds)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, port, ssl_context=ctx).start()
+        self.url = f"https://{self.host}:{self._runner.addresses[0][1]}"
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        # A TLS close waits for the peer's close_notify; keep-alive clients that are
+        # still open would hold the socket past the end of the event loop.
+        for transport in list(self._transports):
+            transport.abort()
+        self._dir.cleanup()
+
+    @web.middleware
+    async def _track_connection(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.transport is not None:
+            self._transports.add(request.transport)
+        return await handler(request)
+
+    async def __aenter__(self) -> EntraStandIn:
+        return await self.start() if not self.url else self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- addresses ---------------------------------------------------------
+
+    @property
+    def authority(self) -> str:
+        return f"{self.url}/{self.tenant_id}"
+
+    def issuer(self, tenant: str | None = None, version: int = 2) -> str:
+        """`iss` of tokens it issues. (Real Entra v1 tokens say https://sts.windows.net/{tid}/.)"""
+        tenant = tenant or self.tenant_id
+        return f"{self.url}/{tenant}/v2.0" if version == 2 else f"{self.url}/{tenant}/"
+
+    def token_endpoint(self, tenant: str | None = None) -> str:
+        return f"{self.url}/{tenant or self.tenant_id}/oauth2/v2.0/token"
+
+    @property
+    def federation_issuer(self) -> str:
+        return f"{self.url}/federation"
+
+    @property
+    def msi_endpoint(self) -> str:
+        """IDENTITY_ENDPOINT for the App Service managed identity protocol."""
+        return f"{self.url}/msi/token"
+
+    # --- registration --------------------------------------------------------
+
+    def register_app(
+        self,
+        client_id: str | None = None,
+        *,
+        secret: str | None = None,
+        certificate_pem: bytes | None = None,
+        trusted_subject: str | None = None,
+        federated_subject: str | None = None,
+        identifier_uris: tuple[str, ...] = (),
+        delegated_scopes: frozenset[str] | None = None,
+    ) -> AppRegistration:
+        """Register (or extend) an application; returns its registration.
+
+        `certificate_pem` registers a certificate by thumbprint; `trusted_subject`
+        accepts any certificate with that common name issued by `self.ca` when the
+        assertion carries it in `x5c` (subject-name/issuer auth); `federated_subject`
+        trusts workload tokens from `federation_issuer` with that `sub`.
+        `delegated_scopes` limits the Azure DevOps scopes users consented to (None: any).
+        """
+        client_id = client_id or str(uuid.uuid4())
+        app = self.apps.get(client_id) or AppRegistration(client_id, str(uuid.uuid4()))
+        self.apps[client_id] = app
+        if secret is not None:
+            app.secrets.append(secret)
+        if certificate_pem is not None:
+            app.add_certificate(certificate_pem)
+        if trusted_subject is not None:
+            app.trusted_subjects.add(trusted_subject)
+        if federated_subject is not None:
+            app.federated.append((self.federation_issuer, federated_subject, FEDERATED_AUDIENCE))
+        app.identifier_uris += identifier_uris
+        if delegated_scopes is not None:
+            app.delegated_scopes = delegated_scopes
+        return app
+
+    def register_managed_identity(
+        self,
+        *,
+        client_id: str | None = None,
+        object_id: str | None = None,
+        resource_id: str | None = None,
+        system_assigned: bool = False,
+    ) -> ManagedIdentityRecord:
+        mi = ManagedIdentityRecord(
+            client_id=client_id or str(uuid.uuid4()),
+            object_id=object_id or str(uuid.uuid4()),
+            resource_id=resource_id,
+            system_assigned=system_assigned,
+        )
+        self.managed_identities.append(mi)
+        return mi
+
+    def rotate_signing_key(self) -> str:
+        return self.keys.rotate()
+
+    # --- minting -------------------------------------------------------------
+
+    def mint_access_token(
+        self,
+        claims: Mapping[str, Any] | None = None,
+        *,
+        kid: str | None = None,
+        alg: str = "RS256",
+        tenant: str | None = None,
+        audience: str | None = None,
+        lifetime_s: float | None = None,
+        version: int = 2,
+        headers: Mapping[str, Any] | None = None,
+    ) -> str:
+        """An access token signed like Entra's (by default a user token for the gateway).
+
+        `claims` override the defaults; a claim given as None is left out.
+        `kid` picks a published key; an unknown kid signs with an unpublished key.
+        `alg` may be "none" or "HS256" (keyed with the public key PEM) to forge.
+        """
+        now = int(time.time())
+        tenant = tenant or self.tenant_id
+        oid = str(uuid.uuid4())
+        payload: dict[str, Any] = {
+            "aud": audience or self.default_audience,
+            "iss": self.issuer(tenant, version),
+            "iat": now,
+            "nbf": now,
+            "exp": now + int(self.token_lifetime_s if lifetime_s is None else lifetime_s),
+            "tid": tenant,
+            "oid": oid,
+            "sub": oid,
+            "ver": "2.0" if version == 2 else "1.0",
+            "scp": "access_as_user",
+            "azp" if version == 2 else "appid": str(uuid.uuid4()),
+            "name": "Demo User",
+            "preferred_username" if version == 2 else "upn": "demo.user@example.com",
+            "uti": uuid.uuid4().hex[:22],
+        }
+        for name, value in (claims or {}).items():
+            if value is None:
+                payload.pop(name, None)
+            else:
+                payload[name] = value
+        return self.keys.sign(payload, kid=kid, alg=alg, headers=headers)
+
+    def mint_federated_token(
+        self, subject: str, *, audience: str = FEDERATED_AUDIENCE, lifetime_s: float = 3600
+    ) -> str:
+        """A workload token (what AKS projects into AZURE_FEDERATED_TOKEN_FILE)."""
+        now = int(time.time())
+        payload = {
+            "iss": self.federation_issuer,
+            "sub": subject,
+            "aud": [audience],
+            "iat": now,
+            "nbf": now,
+            "exp": now + int(lifetime_s),
+            "jti": uuid.uuid4().hex,
+        }
+        return self.federation_keys.sign(payload)
+
+    def _issue(self, resource: str, claims: Mapping[str, Any]) -> dict[str, Any]:
+        lifetime = int(self.token_lifetime_s)
+        token = self.mint_access_token(claims, audience=resource, lifetime_s=lifetime, version=1)
+        body: dict[str, Any] = {
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": token,
+        }
+        if self.refresh_in_s is not None:
+            body["refresh_in"] = int(self.refresh_in_s)
+        return body
+
+    # --- fault injection hook ------------------------------------------------
+
+    async def intercept(
+        self, grant: str, params: Mapping[str, str], request: web.Request
+    ) -> web.StreamResponse | None:
+        """Called before each token request is served ("client_credentials",
+        "on_behalf_of", "managed_identity"); a response returned is sent instead."""
+        return None
+
+    # --- handlers --------------------------------------------------------------
+
+    def _tenant(self, request: web.Request) -> str:
+        tenant = request.match_info["tenant"]
+        if tenant not in self.tenants:
+            raise GrantError(
+                400,
+                "invalid_request",
+                90002,
+                f"Tenant '{tenant}' not found. Check to make "
+                "sure you have the correct tenant ID and are signing into the correct cloud.",
+            )
+        return tenant
+
+    async def _discovery_v2(self, request: web.Request) -> web.Response:
+        try:
+            tenant = self._tenant(request)
+        except GrantError as err:
+            return aad_error(err.status, err.error, err.code, err.description)
+        base = f"{self.url}/{tenant}"
+        return web.json_response(
+            {
+                "issuer": self.issuer(tenant),
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "response_types_supported": ["code", "id_token", "code id_token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "subject_types_supported": ["pairwise"],
+                "tenant_region_scope": "WW",
+                "cloud_instance_name": "azdo-gateway.demo",
+            }
+        )
+
+    async def _discovery_v1(self, request: web.Request) -> web.Response:
+        try:
+            tenant = self._tenant(request)
+        except GrantError as err:
+            return aad_error(err.status, err.error, err.code, err.description)
+        base = f"{self.url}/{tenant}"
+        return web.json_response(
+            {
+                "issuer": self.issuer(tenant, 1),
+                "authorization_endpoint": f"{base}/oauth2/authorize",
+                "token_endpoint": f"{base}/oauth2/token",
+                "jwks_uri": f"{self.url}/common/discovery/keys",
+                "id_token_signing_alg_values_supported": ["RS256"],
+            }
+        )
+
+    async def _jwks(self, request: web.Request) -> web.Response:
+        return web.json_response(self.keys.jwks())
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        try:
+            tenant = self._tenant(request)
+            grant = form.get("grant_type", "")
+            if grant == "client_credentials":
+                kind = "client_credentials"
+            elif grant == JWT_BEARER and form.get("requested_token_use") == "on_behalf_of":
+                kind = "on_behalf_of"
+            else:
+                raise GrantError(
+                    400,
+                    "unsupported_grant_type",
+                    70003,
+                    f"The app requested an unsupported grant type '{grant}'.",
+                )
+            hooked = await self.intercept(kind, form, request)
+            if hooked is not None:
+                return hooked
+            app = authenticate_client(
+                self.apps, form, self.token_endpoint(tenant), self.ca, self.federation_keys
+            )
+            scopes = form.get("scope", "").split()
+            if kind == "client_credentials":
+                return web.json_response(self._client_credentials(app, tenant, scopes))
+            return web.json_response(self._on_behalf_of(app, tenant, scopes, form))
+        except GrantError as err:
+            return aad_error(err.status, err.error, err.code, err.description)
+
+    def _client_credentials(
+        self, app: AppRegistration, tenant: str, scopes: list[str]
+    ) -> dict[str, Any]:
+        if len(scopes) != 1 or not scopes[0].endswith("/.default"):
+            raise GrantError(
+                400,
+                "invalid_scope",
+                1002012,
+                "The provided value for scope is not valid. Client credential flows must "
+                "have a scope value with /.default suffixed to the resource identifier.",
+            )
+        resource = scopes[0].removesuffix("/.default")
+        return self._issue(
+            resource,
+            {
+                "tid": tenant,
+                "oid": app.object_id,
+                "sub": app.object_id,
+                "appid": app.client_id,
+                "idtyp": "app",
+                "scp": None,
+                "name": None,
+                "upn": None,
+                "iss": self.issuer(tenant, 1),
+            },
+        )
+
+    def _on_behalf_of(
+        self, app: AppRegistration, tenant: str, scopes: list[str], form: Mapping[str, str]
+    ) -> dict[str, Any]:
+        user = validate_user_assertion(
+            form.get("assertion", ""), app, self.keys, self.issuer(tenant), tenant
+        )
+        wanted = [s for s in scopes if s not in _OIDC_SCOPES]
+        resources = {s.rpartition("/")[0] for s in wanted}
+        if not wanted or len(resources) != 1 or "" in resources:
+            raise GrantError(
+                400,
+                "invalid_scope",
+                70011,
+                f"The provided request must include scopes of one resource: {' '.join(scopes)}",
+            )
+        resource = resources.pop()
+        short = [s.rpartition("/")[2] for s in wanted]
+        if app.delegated_scopes is not None:
+            missing = [s for s in short if s not in app.delegated_scopes and s != ".default"]
+            if missing:
+                raise GrantError(
+                    400,
+                    "invalid_grant",
+                    65001,
+                    f"The user or administrator has not consented to use the application "
+                    f"with ID '{app.client_id}'. Missing: {' '.join(missing)}.",
+                )
+        if short == [".default"]:
+            short = sorted(app.delegated_scopes or {"user_impersonation"})
+        body = self._issue(
+            resource,
+            {
+                "tid": tenant,
+                "oid": user["oid"],
+                "sub": user.get("sub", user["oid"]),
+                "appid": app.client_id,
+                "scp": " ".join(short),
+                "upn": user.get("preferred_username") or user.get("upn"),
+                "name": user.get("name"),
+                "iss": self.issuer(tenant, 1),
+            },
+        )
+        body["scope"] = " ".join(wanted)
+        return body
+
+    def _managed_identity(self, params: Mapping[str, str]) -> ManagedIdentityRecord | None:
+        for mi in self.managed_identities:
+            if (
+                (params.get("client_id") and params["client_id"] == mi.client_id)
+                or (params.get("object_id") and params["object_id"] == mi.object_id)
+                or (params.get("principal_id") and params["principal_id"] == mi.object_id)
+                or (params.get("mi_res_id") and params["mi_res_id"] == mi.resource_id)
+                or (params.get("msi_res_id") and params["msi_res_id"] == mi.resource_id)
+            ):
+                return mi
+        selectors = ("client_id", "object_id", "principal_id", "mi_res_id", "msi_res_id")
+        if not any(params.get(k) for k in selectors):
+            return next((mi for mi in self.managed_identities if mi.system_assigned), None)
+        return None
+
+    async def _msi(self, request: web.Request, *, app_service: bool) -> web.StreamResponse:
+        params = dict(request.query)
+        if app_service:
+            given = request.headers.get("X-IDENTITY-HEADER", "")
+            if not hmac.compare_digest(given.encode(), self.identity_header.encode()):
+                return web.json_response(
+                    {"statusCode": 401, "message": "Unauthorized: missing or bad header"},
+                    status=401,
+                )
+        elif request.headers.get("Metadata") != "true":
+            return web.json_response(
+                {
+                    "error": "invalid_request",
+                    "error_description": "Required metadata header not specified",
+                },
+                status=400,
+            )
+        hooked = await self.intercept("managed_identity", params, request)
+        if hooked is not None:
+            return hooked
+        mi = self._managed_identity(params)
+        resource = params.get("resource", "")
+        if mi is None or not resource:
+            return web.json_response(
+                {
+                    "statusCode": 400,
+                    "message": "No managed identity found for the request",
+                    "error": "invalid_request",
+                },
+                status=400,
+            )
+        body = self._issue(
+            resource,
+            {
+                "oid": mi.object_id,
+                "sub": mi.object_id,
+                "appid": mi.client_id,
+                "idtyp": "app",
+                "scp": None,
+                "name": None,
+                "upn": None,
+                "iss": self.issuer(None, 1),
+            },
+        )
+        expires_on = int(time.time()) + int(body["expires_in"])
+        return web.json_response(
+            {
+                "access_token": body["access_token"],
+                "token_type": "Bearer",
+                "resource": resource,
+                "client_id": mi.client_id,
+                "expires_on": str(expires_on),
+                "expires_in": str(body["expires_in"]),
+            }
+        )
+
+    async def _msi_app_service(self, request: web.Request) -> web.StreamResponse:
+        return await self._msi(request, app_service=True)
+
+    async def _msi_imds(self, request: web.Request) -> web.StreamResponse:
+        return await self._msi(request, app_service=False)

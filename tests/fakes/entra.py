@@ -1,0 +1,140 @@
+"""The Entra ID stand-in plus what only tests need: request counting, faults, stalls.
+
+entra = await make_entra(token_lifetime_s=60)
+entra.requests["client_credentials"]          # token requests per grant
+entra.requests_by[("on_behalf_of", oid)]      # ... per grant and client / user / identity
+entra.fail(status=503, error="temporarily_unavailable", code=...)   # until heal()
+entra.fail(times=1)                           # only the next request
+gate = entra.stall()                          # requests wait until gate.set()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp import web
+
+from gateway.demo.entra import EntraStandIn, aad_error
+
+
+@dataclass
+class Fault:
+    status: int
+    error: str
+    code: int
+    description: str
+    times: int | None  # None: until heal()
+    grant: str | None  # None: every grant
+    retry_after: str | None
+
+
+class FakeEntra(EntraStandIn):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.requests: Counter[str] = Counter()
+        self.requests_by: Counter[tuple[str, str]] = Counter()
+        self.faults: list[Fault] = []
+        self._gate: asyncio.Event | None = None
+        self.stalled = 0  # requests currently held by stall()
+        self._held = asyncio.Condition()
+
+    def fail(
+        self,
+        *,
+        status: int = 503,
+        error: str = "temporarily_unavailable",
+        code: int = 50196,
+        description: str = "The server is temporarily unavailable.",
+        times: int | None = None,
+        grant: str | None = None,
+        retry_after: str | None = "0",
+    ) -> None:
+        """Answer token requests with an Entra-style error. `retry_after="0"` keeps
+        MSAL from replaying the error from its own throttling cache."""
+        self.faults.append(Fault(status, error, code, description, times, grant, retry_after))
+
+    def heal(self) -> None:
+        self.faults.clear()
+        if self._gate is not None:
+            self._gate.set()
+            self._gate = None
+
+    def stall(self) -> asyncio.Event:
+        """Hold every token request until the returned event is set (or heal())."""
+        self._gate = asyncio.Event()
+        return self._gate
+
+    async def wait_stalled(self, n: int = 1) -> None:
+        """Return once `n` token requests are held by stall()."""
+        async with self._held:
+            await self._held.wait_for(lambda: self.stalled >= n)
+
+    @staticmethod
+    def _subject(grant: str, params: Mapping[str, str]) -> str:
+        if grant == "on_behalf_of":
+            try:
+                claims = jwt.decode(
+                    params.get("assertion", ""), options={"verify_signature": False}
+                )
+                return str(claims.get("oid", "?"))
+            except jwt.PyJWTError:
+                return "?"
+        if grant == "managed_identity":
+            for k in ("client_id", "object_id", "mi_res_id", "msi_res_id", "principal_id"):
+                if params.get(k):
+                    return params[k]
+            return "system"
+        return params.get("client_id", "?")
+
+    async def intercept(
+        self, grant: str, params: Mapping[str, str], request: web.Request
+    ) -> web.StreamResponse | None:
+        self.requests[grant] += 1
+        self.requests_by[(grant, self._subject(grant, params))] += 1
+        gate = self._gate
+        if gate is not None:
+            async with self._held:
+                self.stalled += 1
+                self._held.notify_all()
+            try:
+                await gate.wait()
+            finally:
+                self.stalled -= 1
+        for fault in list(self.faults):
+            if fault.grant not in (None, grant):
+                continue
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+            response = aad_error(fault.status, fault.error, fault.code, fault.description)
+            if fault.retry_after is not None:
+                response.headers["Retry-After"] = fault.retry_after
+            return response
+        return None
+
+
+MakeEntra = Callable[..., Awaitable[FakeEntra]]
+
+
+@pytest.fixture
+async def make_entra() -> AsyncIterator[MakeEntra]:
+    """Factory: `await make_entra(**EntraStandIn kwargs)` -> a started FakeEntra."""
+    started: list[FakeEntra] = []
+
+    async def make(*args: Any, **kwargs: Any) -> FakeEntra:
+        fake = FakeEntra(*args, **kwargs)
+        await fake.start()
+        started.append(fake)
+        return fake
+
+    yield make
+    for fake in started:
+        fake.heal()
+        await fake.close()

@@ -25,6 +25,7 @@ from gateway.canonical import canonicalize
 from gateway.catalog import Catalog
 from gateway.config.model import Config
 from gateway.errors import Denied, GatewayError
+from gateway.limits import Limiter
 from gateway.observability import Observability
 from gateway.policy import Policy
 from gateway.proxy import Forwarder
@@ -74,6 +75,7 @@ class Gateway:
         self.runtime = runtime
         self.observability = observability or Observability(runtime.config)
         self.forwarder = Forwarder(runtime.config, self.observability)
+        self.limits = Limiter()
 
     async def start(self) -> None:
         await self.forwarder.start()
@@ -132,6 +134,14 @@ class Gateway:
         return response
 
     @web.middleware
+    async def shed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.limits.enter(self.runtime.config.gateway.limits.max_inflight)
+        try:
+            return await handler(request)
+        finally:
+            self.limits.leave()
+
+    @web.middleware
     async def canonicalize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         ctx = request[CTX]
         target = canonicalize(request.raw_path, self.runtime.config.gateway.upstream.hosts)
@@ -144,6 +154,17 @@ class Gateway:
         ctx = request[CTX]
         ctx.identity = await self.runtime.authn.authenticate(request, ctx)
         return await handler(strip_credentials(request))
+
+    @web.middleware
+    async def limit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        ctx = request[CTX]
+        assert ctx.identity is not None
+        client = self.runtime.config.client(ctx.identity.client)
+        if client is None:
+            return await handler(request)
+        return await self.limits.guard(
+            client, ctx, lambda: handler(request), self.observability.metrics
+        )
 
     @web.middleware
     async def authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -175,8 +196,10 @@ class Gateway:
             self.request_id,
             self.observe,
             self.render_errors,
+            self.shed,
             self.canonicalize,
             self.authenticate,
+            self.limit,
             self.authorize,
         ]
 

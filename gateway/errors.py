@@ -52,6 +52,7 @@ REASONS = frozenset(
         "rate_limited",
         "too_many_concurrent_requests",
         "too_many_failed_authentications",
+        "upstream_throttled",
         "upstream_unreachable",
         "upstream_timeout",
         "upstream_credential_rejected",

@@ -44,8 +44,11 @@ def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> 
     else:
         allowed = False if ctx.error_reason else None
         reason = ctx.error_reason
-    required = decision.required_scopes if decision and decision.required_scopes else (
-        match.operation.scopes if match else ())
+    required = (
+        decision.required_scopes
+        if decision and decision.required_scopes
+        else (match.operation.scopes if match else ())
+    )
     return {
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "requestId": ctx.request_id,
@@ -69,8 +72,9 @@ def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> 
         "status": ctx.status,
         "upstreamStatus": ctx.upstream_status,
         "durationMs": round(seconds * 1000, 3),
-        "upstreamMs": None if ctx.upstream_seconds is None else round(
-            ctx.upstream_seconds * 1000, 3),
+        "upstreamMs": None
+        if ctx.upstream_seconds is None
+        else round(ctx.upstream_seconds * 1000, 3),
         "bytesIn": ctx.bytes_in,
         "bytesOut": ctx.bytes_out,
         "activityId": ctx.activity_id,
@@ -93,8 +97,7 @@ class AuditLog:
 
     def _open(self) -> None:
         assert self.destination is not None
-        fd = os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                     0o640)
+        fd = os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         st = os.fstat(fd)
         old, self._fd, self._inode = self._fd, fd, (st.st_dev, st.st_ino)
         self._checked = time.monotonic()
@@ -140,8 +143,12 @@ class AuditLog:
             except OSError as err:
                 self.failures += 1
                 if self.failures == 1 or self.failures % 1000 == 0:
-                    log.error("audit: cannot write %s: %s (%d lines lost)",
-                              self.destination, err.strerror, self.failures)
+                    log.error(
+                        "audit: cannot write %s: %s (%d lines lost)",
+                        self.destination,
+                        err.strerror,
+                        self.failures,
+                    )
 
     def close(self) -> None:
         with self._lock:

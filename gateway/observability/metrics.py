@@ -73,55 +73,96 @@ class Metrics:
         self.known(clients=names)
         r = self.registry
         self.requests = Counter(
-            "azdo_gateway_requests_total", "Requests answered, by client, operation area, "
-            "method and status.", REQUEST_LABELS, registry=r)
+            "azdo_gateway_requests_total",
+            "Requests answered, by client, operation area, method and status.",
+            REQUEST_LABELS,
+            registry=r,
+        )
         self.request_duration = Histogram(
-            "azdo_gateway_request_duration_seconds", "Time from request to the end of the "
-            "response, as seen by the gateway.", REQUEST_LABELS, buckets=DURATION_BUCKETS,
-            registry=r)
+            "azdo_gateway_request_duration_seconds",
+            "Time from request to the end of the response, as seen by the gateway.",
+            REQUEST_LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.upstream_duration = Histogram(
-            "azdo_gateway_upstream_duration_seconds", "Time Azure DevOps took to answer "
-            "(to the response headers).", ("host", "operation_area"),
-            buckets=DURATION_BUCKETS, registry=r)
+            "azdo_gateway_upstream_duration_seconds",
+            "Time Azure DevOps took to answer (to the response headers).",
+            ("host", "operation_area"),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.denied = Counter(
-            "azdo_gateway_denied_total", "Requests the gateway answered itself with an "
-            "error, by client and reason.", ("client", "reason"), registry=r)
+            "azdo_gateway_denied_total",
+            "Requests the gateway answered itself with an error, by client and reason.",
+            ("client", "reason"),
+            registry=r,
+        )
         self.report_only = Counter(
-            "azdo_gateway_report_only_denials_total", "Requests a client in `mode: report` "
-            "made that enforce mode would have denied.", ("client", "reason"), registry=r)
+            "azdo_gateway_report_only_denials_total",
+            "Requests a client in `mode: report` made that enforce mode would have denied.",
+            ("client", "reason"),
+            registry=r,
+        )
         self.token_acquisitions = Counter(
-            "azdo_gateway_token_acquisitions_total", "Upstream token acquisitions from the "
-            "identity provider, by credential and result.", ("credential", "result"),
-            registry=r)
+            "azdo_gateway_token_acquisitions_total",
+            "Upstream token acquisitions from the identity provider, by credential and result.",
+            ("credential", "result"),
+            registry=r,
+        )
         self.token_cache_hits = Counter(
-            "azdo_gateway_token_cache_hits_total", "Upstream tokens served from the cache.",
-            ("credential",), registry=r)
+            "azdo_gateway_token_cache_hits_total",
+            "Upstream tokens served from the cache.",
+            ("credential",),
+            registry=r,
+        )
         self._token_expiry_ts = Gauge(
-            "azdo_gateway_token_expiry_timestamp_seconds", "Unix time the cached upstream "
-            "token of a credential expires.", ("credential",), multiprocess_mode="livemax",
-            registry=r)
+            "azdo_gateway_token_expiry_timestamp_seconds",
+            "Unix time the cached upstream token of a credential expires.",
+            ("credential",),
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.inflight = Gauge(
-            "azdo_gateway_inflight_requests", "Requests being handled right now.",
-            multiprocess_mode="livesum", registry=r)
+            "azdo_gateway_inflight_requests",
+            "Requests being handled right now.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.upstream_throttled = Counter(
-            "azdo_gateway_upstream_throttled_total", "Upstream 429 answers (Azure DevOps "
+            "azdo_gateway_upstream_throttled_total",
+            "Upstream 429 answers (Azure DevOps "
             "throttling), by credential and the client whose request got it.",
-            ("credential", "client"), registry=r)
+            ("credential", "client"),
+            registry=r,
+        )
         self.upstream_delayed = Counter(
-            "azdo_gateway_upstream_pressure_delays_total", "Requests the gateway slowed "
+            "azdo_gateway_upstream_pressure_delays_total",
+            "Requests the gateway slowed "
             "because their credential neared its Azure DevOps rate limit.",
-            ("credential", "client"), registry=r)
+            ("credential", "client"),
+            registry=r,
+        )
         self.upstream_remaining = Gauge(
-            "azdo_gateway_upstream_ratelimit_remaining", "Last X-RateLimit-Remaining Azure "
-            "DevOps reported for a credential.", ("credential",),
-            multiprocess_mode="livemostrecent", registry=r)
+            "azdo_gateway_upstream_ratelimit_remaining",
+            "Last X-RateLimit-Remaining Azure DevOps reported for a credential.",
+            ("credential",),
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
         self.upstream_limit = Gauge(
-            "azdo_gateway_upstream_ratelimit_limit", "Last X-RateLimit-Limit Azure DevOps "
-            "reported for a credential.", ("credential",),
-            multiprocess_mode="livemostrecent", registry=r)
+            "azdo_gateway_upstream_ratelimit_limit",
+            "Last X-RateLimit-Limit Azure DevOps reported for a credential.",
+            ("credential",),
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
         self.reloads = Counter(
-            "azdo_gateway_config_reloads_total", "Configuration reloads, by result.",
-            ("result",), registry=r)
+            "azdo_gateway_config_reloads_total",
+            "Configuration reloads, by result.",
+            ("result",),
+            registry=r,
+        )
         self.registry.register(_ExpiryCollector(self))
 
     # --- label bounding --------------------------------------------------

@@ -4,10 +4,14 @@ tested against the real pipeline without depending on the full catalog."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Runtime
 from gateway.authn import Authentication
@@ -18,15 +22,39 @@ from gateway.tokens import TokenBroker
 from gateway.types import ClientIdentity, Decision, Match, Operation, RequestContext, UpstreamToken
 
 OPERATIONS = (
-    (re.compile(r"^/(?P<org>[^/]+)/(?P<proj>[^/]+)/_apis/git/repositories$"),
-     Operation("git.Repositories_List", "git", "main", "GET",
-               "/{organization}/{project}/_apis/git/repositories", ("vso.code",))),
-    (re.compile(r"^/(?P<org>[^/]+)/(?P<proj>[^/]+)/_apis/build/builds$"),
-     Operation("build.Builds_Queue", "build", "main", "POST",
-               "/{organization}/{project}/_apis/build/builds", ("vso.build_execute",))),
-    (re.compile(r"^/(?P<org>[^/]+)/_apis/projects$"),
-     Operation("core.Projects_List", "core", "main", "GET", "/{organization}/_apis/projects",
-               ("vso.project",))),
+    (
+        re.compile(r"^/(?P<org>[^/]+)/(?P<proj>[^/]+)/_apis/git/repositories$"),
+        Operation(
+            "git.Repositories_List",
+            "git",
+            "main",
+            "GET",
+            "/{organization}/{project}/_apis/git/repositories",
+            ("vso.code",),
+        ),
+    ),
+    (
+        re.compile(r"^/(?P<org>[^/]+)/(?P<proj>[^/]+)/_apis/build/builds$"),
+        Operation(
+            "build.Builds_Queue",
+            "build",
+            "main",
+            "POST",
+            "/{organization}/{project}/_apis/build/builds",
+            ("vso.build_execute",),
+        ),
+    ),
+    (
+        re.compile(r"^/(?P<org>[^/]+)/_apis/projects$"),
+        Operation(
+            "core.Projects_List",
+            "core",
+            "main",
+            "GET",
+            "/{organization}/_apis/projects",
+            ("vso.project",),
+        ),
+    ),
 )
 
 
@@ -87,9 +115,72 @@ class Tokens:
 
 
 def runtime(config: Config) -> Runtime:
-    return Runtime(config=config, catalog=FixedCatalog(), policy=ScopePolicy(config),  # type: ignore[arg-type]
-                   authn=Authentication(config), tokens=Tokens(config))  # type: ignore[arg-type]
+    return Runtime(
+        config=config,
+        catalog=FixedCatalog(),
+        policy=ScopePolicy(config),  # type: ignore[arg-type]
+        authn=Authentication(config),
+        tokens=Tokens(config),
+    )  # type: ignore[arg-type]
 
 
 def audit_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+class Upstream:
+    """A scriptable Azure DevOps stand-in: `respond` decides each answer;
+    `hold` (when set) keeps requests waiting until it is released."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.runner: web.AppRunner | None = None
+        self.seen: list[web.Request] = []
+        self.headers: dict[str, str] = {}
+        self.status = 200
+        self.hold: asyncio.Event | None = None
+        self.arrived = asyncio.Condition()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.seen.append(request)
+        async with self.arrived:
+            self.arrived.notify_all()
+        if self.hold is not None:
+            await self.hold.wait()
+        return web.json_response(
+            {"count": 0, "value": []}, status=self.status, headers=self.headers
+        )
+
+    async def wait_for(self, n: int) -> None:
+        async with self.arrived:
+            await self.arrived.wait_for(lambda: len(self.seen) >= n)
+
+    async def start(self) -> Upstream:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        return self
+
+    async def close(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    values = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            values[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+    return values
+
+
+def metric(
+    values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return values.get((name, tuple(sorted(labels.items()))), 0.0)

@@ -29,17 +29,38 @@ async def test_metrics_and_audit_from_real_requests(make_fake_azdo, make_gateway
     key2, digest2 = new_key()
     key3, digest3 = new_key()
     gw = await make_gateway(
-        {"upstream": {"hosts": {"main": fake.url, "vsrm": f"http://127.0.0.1:{closed_port()}"}},
-         "credentials": {"server": {"type": "pat", "pat": PAT},
-                         "broken": {"type": "pat", "pat": "never-used"}}},
-        {"ci.yaml": {"clients": [
-            {"name": "ci", "credential": "server", "scopes": ["vso.code", "vso.project"],
-             "api_keys": [{"id": "k1", "sha256": digest}]},
-            {"name": "nightly", "credential": "broken", "scopes": ["vso.code"],
-             "api_keys": [{"id": "k2", "sha256": digest2}]},
-            {"name": "auditor", "credential": "server", "scopes": [], "mode": "report",
-             "api_keys": [{"id": "k3", "sha256": digest3}]},
-        ]}},
+        {
+            "upstream": {"hosts": {"main": fake.url, "vsrm": f"http://127.0.0.1:{closed_port()}"}},
+            "credentials": {
+                "server": {"type": "pat", "pat": PAT},
+                "broken": {"type": "pat", "pat": "never-used"},
+            },
+        },
+        {
+            "ci.yaml": {
+                "clients": [
+                    {
+                        "name": "ci",
+                        "credential": "server",
+                        "scopes": ["vso.code", "vso.project"],
+                        "api_keys": [{"id": "k1", "sha256": digest}],
+                    },
+                    {
+                        "name": "nightly",
+                        "credential": "broken",
+                        "scopes": ["vso.code"],
+                        "api_keys": [{"id": "k2", "sha256": digest2}],
+                    },
+                    {
+                        "name": "auditor",
+                        "credential": "server",
+                        "scopes": [],
+                        "mode": "report",
+                        "api_keys": [{"id": "k3", "sha256": digest3}],
+                    },
+                ]
+            }
+        },
     )
     gw.gateway.swap(runtime(gw.gateway.runtime.config))
     auth = {"Authorization": aiohttp.encode_basic_auth("", key)}
@@ -48,22 +69,29 @@ async def test_metrics_and_audit_from_real_requests(make_fake_azdo, make_gateway
         async with s.get(gw.url + repos, headers={**auth, "X-Request-ID": "trace-42"}) as r:
             assert r.status == 200
             assert r.headers["X-Request-ID"] == "trace-42"
-        async with s.post(gw.url + "/fabrikam/Fiber/_apis/build/builds", headers=auth,
-                          data=b"{}") as r:
+        async with s.post(
+            gw.url + "/fabrikam/Fiber/_apis/build/builds", headers=auth, data=b"{}"
+        ) as r:
             assert r.status == 403
             denied_id = r.headers["X-Request-ID"]
             assert (await r.json())["requestId"] == denied_id
         async with s.get(gw.url + "/_hosts/vsrm/fabrikam/_apis/projects", headers=auth) as r:
             assert r.status == 502
-        async with s.get(gw.url + repos, headers={
-                "Authorization": aiohttp.encode_basic_auth("", key2)}) as r:
+        async with s.get(
+            gw.url + repos, headers={"Authorization": aiohttp.encode_basic_auth("", key2)}
+        ) as r:
             assert r.status == 503
-        async with s.get(gw.url + repos, headers={
-                "Authorization": aiohttp.encode_basic_auth("", key3)}) as r:
+        async with s.get(
+            gw.url + repos, headers={"Authorization": aiohttp.encode_basic_auth("", key3)}
+        ) as r:
             assert r.status == 200
-        async with s.get(gw.url + repos, headers={
+        async with s.get(
+            gw.url + repos,
+            headers={
                 "Authorization": aiohttp.encode_basic_auth("", "azgw_wrong"),
-                "X-Request-ID": "bad id with spaces"}) as r:
+                "X-Request-ID": "bad id with spaces",
+            },
+        ) as r:
             assert r.status == 401
             assert re.fullmatch(r"[0-9a-f-]{36}", r.headers["X-Request-ID"])
         async with s.get(gw.admin_url + "/metrics") as r:
@@ -89,35 +117,52 @@ async def test_metrics_and_audit_from_real_requests(make_fake_azdo, make_gateway
     assert v("azdo_gateway_denied_total", client="ci", reason="upstream_unreachable") == 1
     assert v("azdo_gateway_denied_total", client="nightly", reason="credential_unavailable") == 1
     assert v("azdo_gateway_denied_total", client="-", reason="unknown_key") == 1
-    assert v("azdo_gateway_report_only_denials_total", client="auditor",
-             reason="missing_scope") == 1
+    assert (
+        v("azdo_gateway_report_only_denials_total", client="auditor", reason="missing_scope") == 1
+    )
     assert v("azdo_gateway_inflight_requests") == 0
 
     lines = audit_lines(gw.config_path.parent / "audit.jsonl")
     assert len(lines) == 6
     ok, denied, upstream_err, token_fail, report, unauth = lines
     assert ok["requestId"] == "trace-42"
-    assert (ok["client"], ok["authMethod"], ok["operation"]) == ("ci", "api_key",
-                                                                 "git.Repositories_List")
+    assert (ok["client"], ok["authMethod"], ok["operation"]) == (
+        "ci",
+        "api_key",
+        "git.Repositories_List",
+    )
     assert (ok["decision"], ok["status"], ok["upstreamStatus"]) == ("allow", 200, 200)
     assert (ok["organization"], ok["project"]) == ("fabrikam", "Fiber")
     assert ok["path"] == "/fabrikam/Fiber/_apis/git/repositories"
     assert ok["credential"] == "server" and ok["bytesOut"] > 0
-    assert (denied["decision"], denied["reason"], denied["status"]) == ("deny", "missing_scope",
-                                                                        403)
+    assert (denied["decision"], denied["reason"], denied["status"]) == (
+        "deny",
+        "missing_scope",
+        403,
+    )
     assert denied["requestId"] == denied_id and denied["requiredScopes"] == ["vso.build_execute"]
     assert denied["upstreamStatus"] is None and denied["credential"] is None
     assert denied["bytesIn"] == 2
     assert (upstream_err["reason"], upstream_err["status"]) == ("upstream_unreachable", 502)
     assert (token_fail["reason"], token_fail["status"]) == ("credential_unavailable", 503)
-    assert (report["decision"], report["reportOnly"], report["reason"]) == ("allow", True,
-                                                                            "missing_scope")
+    assert (report["decision"], report["reportOnly"], report["reason"]) == (
+        "allow",
+        True,
+        "missing_scope",
+    )
     assert (unauth["client"], unauth["reason"], unauth["status"]) == (None, "unknown_key", 401)
     assert len(fake.seen) == 2
     assert fake.seen[0].headers.get("X-Request-ID") in (None, "trace-42")
 
     # no secret anywhere: keys, the upstream PAT, its base64 form, the query string
     blob = text + (gw.config_path.parent / "audit.jsonl").read_text()
-    for secret in (key, key2, key3, PAT, base64.b64encode(f":{PAT}".encode()).decode(),
-                   digest, "api-version"):
+    for secret in (
+        key,
+        key2,
+        key3,
+        PAT,
+        base64.b64encode(f":{PAT}".encode()).decode(),
+        digest,
+        "api-version",
+    ):
         assert secret not in blob

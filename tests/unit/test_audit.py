@@ -10,11 +10,35 @@ from gateway.observability import audit as audit_mod
 from gateway.observability.audit import AuditLog, record
 from gateway.types import ClientIdentity, Decision, Match, Operation, RequestContext
 
-OP = Operation(id="git.Repositories_List", area="git", host="main", method="GET",
-               template="/{organization}/{project}/_apis/git/repositories", scopes=("vso.code",))
-FIELDS = {"time", "requestId", "client", "authMethod", "operation", "method", "path",
-          "organization", "project", "requiredScopes", "decision", "reason", "reportOnly",
-          "credential", "upstreamStatus", "durationMs", "bytesIn", "bytesOut", "activityId"}
+OP = Operation(
+    id="git.Repositories_List",
+    area="git",
+    host="main",
+    method="GET",
+    template="/{organization}/{project}/_apis/git/repositories",
+    scopes=("vso.code",),
+)
+FIELDS = {
+    "time",
+    "requestId",
+    "client",
+    "authMethod",
+    "operation",
+    "method",
+    "path",
+    "organization",
+    "project",
+    "requiredScopes",
+    "decision",
+    "reason",
+    "reportOnly",
+    "credential",
+    "upstreamStatus",
+    "durationMs",
+    "bytesIn",
+    "bytesOut",
+    "activityId",
+}
 
 
 def allowed_ctx() -> RequestContext:
@@ -42,15 +66,27 @@ def test_record_has_design_fields_and_no_secrets():
     assert "secret" not in text and "eyJ" not in text
 
 
-@pytest.mark.parametrize("decision, error, expected", [
-    (Decision(False, "missing_scope", ("vso.build_execute",)), "missing_scope",
-     ("deny", "missing_scope", False)),
-    (Decision(True, "missing_scope", ("vso.code",), report_only=True), None,
-     ("allow", "missing_scope", True)),
-    (None, "unknown_key", ("deny", "unknown_key", False)),
-    (Decision(True, None, ("vso.code",)), "credential_unavailable",
-     ("deny", "credential_unavailable", False)),
-])
+@pytest.mark.parametrize(
+    "decision, error, expected",
+    [
+        (
+            Decision(False, "missing_scope", ("vso.build_execute",)),
+            "missing_scope",
+            ("deny", "missing_scope", False),
+        ),
+        (
+            Decision(True, "missing_scope", ("vso.code",), report_only=True),
+            None,
+            ("allow", "missing_scope", True),
+        ),
+        (None, "unknown_key", ("deny", "unknown_key", False)),
+        (
+            Decision(True, None, ("vso.code",)),
+            "credential_unavailable",
+            ("deny", "credential_unavailable", False),
+        ),
+    ],
+)
 def test_decision_reason_and_report_flag(decision, error, expected):
     c = allowed_ctx()
     c.decision, c.error_reason = decision, error

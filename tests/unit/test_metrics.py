@@ -26,8 +26,14 @@ DESIGN_METRICS = {
     "azdo_gateway_config_reloads": "counter",
 }
 
-OP = Operation(id="git.Repositories_List", area="git", host="main", method="GET",
-               template="/{organization}/{project}/_apis/git/repositories", scopes=("vso.code",))
+OP = Operation(
+    id="git.Repositories_List",
+    area="git",
+    host="main",
+    method="GET",
+    template="/{organization}/{project}/_apis/git/repositories",
+    scopes=("vso.code",),
+)
 
 
 def families(m: Metrics) -> dict[str, object]:
@@ -65,14 +71,36 @@ def test_request_labels_are_bounded():
     ident = ClientIdentity(client="ci", auth_method="api_key", subject="k1")
     match = Match(OP, {}, "fabrikam", "Fiber")
     m.request_finished(ctx(identity=ident, match=match, status=200, path="/fabrikam/x"), 0.02)
-    m.request_finished(ctx(method="BREW", status=400, path="/a/../../etc/passwd",
-                           error_reason="ambiguous_path"), 0.001)
-    m.request_finished(ctx(identity=ClientIdentity("gone", "api_key", "k"), status=403,
-                           error_reason="<script>"), 0.001)
-    assert sample(m, "azdo_gateway_requests_total", client="ci", operation_area="git",
-                  method="GET", status="200") == 1
-    assert sample(m, "azdo_gateway_requests_total", client="-", operation_area="-",
-                  method="other", status="400") == 1
+    m.request_finished(
+        ctx(method="BREW", status=400, path="/a/../../etc/passwd", error_reason="ambiguous_path"),
+        0.001,
+    )
+    m.request_finished(
+        ctx(identity=ClientIdentity("gone", "api_key", "k"), status=403, error_reason="<script>"),
+        0.001,
+    )
+    assert (
+        sample(
+            m,
+            "azdo_gateway_requests_total",
+            client="ci",
+            operation_area="git",
+            method="GET",
+            status="200",
+        )
+        == 1
+    )
+    assert (
+        sample(
+            m,
+            "azdo_gateway_requests_total",
+            client="-",
+            operation_area="-",
+            method="other",
+            status="400",
+        )
+        == 1
+    )
     assert sample(m, "azdo_gateway_denied_total", client="-", reason="ambiguous_path") == 1
     assert sample(m, "azdo_gateway_denied_total", client="other", reason="other") == 1
     text = m.render().decode()
@@ -87,8 +115,9 @@ def test_token_events_and_expiry_is_seconds_to_go():
     m.token_acquired("build-sp", "AADSTS7000215 secret=xyz")  # not a bounded result
     m.token_cache_hit("build-sp")
     m.token_expiry("build-sp", time.time() + 3600)
-    assert sample(m, "azdo_gateway_token_acquisitions_total", credential="build-sp",
-                  result="ok") == 1
+    assert (
+        sample(m, "azdo_gateway_token_acquisitions_total", credential="build-sp", result="ok") == 1
+    )
     assert sample(m, "azdo_gateway_token_acquisitions_total", result="other") == 1
     assert sample(m, "azdo_gateway_token_cache_hits_total", credential="build-sp") == 1
     left = sample(m, "azdo_gateway_token_expiry_seconds", credential="build-sp")
@@ -104,13 +133,16 @@ def test_report_mode_denials_and_reloads_and_throttling():
     m.reloaded(True)
     m.reloaded(False)
     m.throttled("build-sp", "ci")
-    assert sample(m, "azdo_gateway_report_only_denials_total", client="ci",
-                  reason="missing_scope") == 1
+    assert (
+        sample(m, "azdo_gateway_report_only_denials_total", client="ci", reason="missing_scope")
+        == 1
+    )
     assert sample(m, "azdo_gateway_denied_total", client="ci") is None
     assert sample(m, "azdo_gateway_config_reloads_total", result="success") == 1
     assert sample(m, "azdo_gateway_config_reloads_total", result="failure") == 1
-    assert sample(m, "azdo_gateway_upstream_throttled_total", credential="build-sp",
-                  client="ci") == 1
+    assert (
+        sample(m, "azdo_gateway_upstream_throttled_total", credential="build-sp", client="ci") == 1
+    )
 
 
 def test_inflight_goes_up_and_down():
@@ -146,18 +178,27 @@ def test_multiprocess_counters_add_up_and_survive_dead_workers(tmp_path, dead):
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     pids = []
     for n in (3, 4):
-        p = subprocess.run([sys.executable, "-c", WORKER, str(n)], env=env, check=True,
-                           capture_output=True, text=True, cwd=os.getcwd())
+        p = subprocess.run(
+            [sys.executable, "-c", WORKER, str(n)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=os.getcwd(),
+        )
         assert "azdo_gateway_requests_total" in p.stdout
         pids.append(p)
-    out = subprocess.run([sys.executable, "-c", WORKER, "0"], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER, "0"], env=env, check=True, capture_output=True, text=True
+    ).stdout
     values = {}
     for fam in text_string_to_metric_families(out):
         for s in fam.samples:
             values[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    key = ("azdo_gateway_requests_total",
-           (("client", "-"), ("method", "GET"), ("operation_area", "-"), ("status", "200")))
+    key = (
+        "azdo_gateway_requests_total",
+        (("client", "-"), ("method", "GET"), ("operation_area", "-"), ("status", "200")),
+    )
     assert values[key] == 7
     expiry = values[("azdo_gateway_token_expiry_seconds", (("credential", "sp"),))]
     assert 0 < expiry <= 50
@@ -166,10 +207,12 @@ def test_multiprocess_counters_add_up_and_survive_dead_workers(tmp_path, dead):
             if f.startswith("gauge_live"):
                 pid = int(f.rsplit("_", 1)[1].split(".")[0])
                 mark_process_dead(pid, str(tmp_path))
-        out = subprocess.run([sys.executable, "-c", WORKER, "0"], env=env, check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", WORKER, "0"], env=env, check=True, capture_output=True, text=True
+        ).stdout
         fams = {f.name: f for f in text_string_to_metric_families(out)}
-        assert [s.value for s in fams["azdo_gateway_requests"].samples
-                if s.name.endswith("_total")] == [7]
+        assert [
+            s.value for s in fams["azdo_gateway_requests"].samples if s.name.endswith("_total")
+        ] == [7]
         # only the rendering process itself is still live
         assert [s.value for s in fams["azdo_gateway_inflight_requests"].samples] == [1]

@@ -9,9 +9,11 @@ subject is the `oid` (or the app id for app-only tokens without one).
 
 Validation, with PyJWT: the signature against the tenant's JWKS (found by
 OpenID discovery at `identity.authority_host`/`identity.tenant_id`, fetched
-with aiohttp trusting `identity.ca_file`, cached, refreshed when a token names
-an unknown `kid` at most once per `refresh_min_interval_s`, and every
-`max_key_age_s`); `alg` in RS256/RS384/RS512/PS256 only; `iss` in its v1
+with aiohttp trusting `identity.ca_file`, cached, and refetched every
+`max_key_age_s` and when a token names an unknown `kid`: a burst of
+`refresh_burst` such refetches, then one per `refresh_min_interval_s`, and a
+kid still unknown after a refetch does not cause another for that interval);
+`alg` in RS256/RS384/RS512/PS256 only; `iss` in its v1
 (`https://sts.windows.net/{tid}/`) or v2 (`{authority}/{tid}/v2.0`) form;
 `aud` in `identity.audiences`; `exp` and `nbf` with `LEEWAY_S` of clock skew.
 Raises Unauthenticated (`invalid_token`, `token_expired`) for a bad token,
@@ -37,7 +39,7 @@ from typing import Any
 
 import aiohttp
 import jwt
-from cachetools import TLRUCache
+from cachetools import TLRUCache, TTLCache
 
 from gateway.authn.base import Presented
 from gateway.config.model import Config
@@ -72,7 +74,8 @@ def _invalid(message: str, reason: str = "invalid_token") -> Unauthenticated:
 
 
 class EntraAuthenticator:
-    refresh_min_interval_s = 30.0  # unknown kid: refetch the JWKS at most this often
+    refresh_burst = 3  # unknown kids: refetches allowed at once ...
+    refresh_min_interval_s = 30.0  # ... then one per this interval
     max_key_age_s = 24 * 3600.0  # refetch the JWKS at least this often
     fetch_timeout_s = 10.0
 
@@ -99,6 +102,9 @@ class EntraAuthenticator:
         self._signing: SigningKeys | None = None
         self._loaded_at = 0.0
         self._last_fetch = float("-inf")
+        self._bucket = float(self.refresh_burst)
+        self._bucket_at = time.monotonic()
+        self._missing: TTLCache[str, bool] = TTLCache(maxsize=1024, ttl=self.refresh_min_interval_s)
         self._generation = 0
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
@@ -215,10 +221,24 @@ class EntraAuthenticator:
         signing = self._signing
         if signing is None or now - self._loaded_at > self.max_key_age_s:
             await self._refresh(self._generation, must=signing is None)
-        elif kid not in signing.keys and now - self._last_fetch >= self.refresh_min_interval_s:
+        elif kid not in signing.keys and kid not in self._missing and self._may_refetch(now):
             await self._refresh(self._generation, must=False)
+            if kid not in self._signing.keys:  # type: ignore[union-attr]
+                self._missing[kid] = True
         assert self._signing is not None
         return self._signing
+
+    def _may_refetch(self, now: float) -> bool:
+        """Token bucket: `refresh_burst` refetches, refilled one per interval."""
+        if self.refresh_min_interval_s <= 0:
+            return True
+        refill = (now - self._bucket_at) / self.refresh_min_interval_s
+        self._bucket = min(float(self.refresh_burst), self._bucket + refill)
+        self._bucket_at = now
+        if self._bucket < 1:
+            return False
+        self._bucket -= 1
+        return True
 
     async def _refresh(self, seen_generation: int, *, must: bool) -> None:
         """Fetch discovery + JWKS once, however many requests ask at the same time."""

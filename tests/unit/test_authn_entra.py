@@ -230,19 +230,28 @@ async def test_ps256_is_accepted(idp, entra):
     assert (await entra.verify(idp.mint(alg="PS256"))).client == "by-app"
 
 
-async def test_unknown_kid_refreshes_at_most_once_per_interval_then_picks_up_rotation(idp, entra):
+async def test_unknown_kid_refetches_keys_and_picks_up_rotation(idp, entra):
     await entra.verify(idp.mint())
     assert idp.fetches == 1
     stranger = idp.mint(
         kid="never-published", key=rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
     assert "does not publish" in (await rejected(entra, stranger)).message
-    assert idp.fetches == 1  # the first fetch was just now: rate-limited
-    entra.refresh_min_interval_s = 0
+    assert idp.fetches == 2
+    await rejected(entra, stranger)  # still unknown right after a refetch: no new fetch
+    assert idp.fetches == 2
     new_kid = idp.add_key()  # rotation at the provider
     del idp.keys[next(iter(idp.keys))]
     assert (await entra.verify(idp.mint(kid=new_kid))).client == "by-app"
-    assert idp.fetches == 2
+    assert idp.fetches == 3
+
+
+async def test_refetches_for_unknown_kids_are_rate_limited(idp, entra):
+    await entra.verify(idp.mint())
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for i in range(10):
+        await rejected(entra, idp.mint(kid=f"random-{i}", key=key))
+    assert idp.fetches == 1 + entra.refresh_burst
 
 
 async def test_concurrent_first_tokens_fetch_the_keys_once(idp, entra):

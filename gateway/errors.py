@@ -160,6 +160,7 @@ class UpstreamTimeout(GatewayError):
 class ConfigError(Exception):
     """Configuration could not be loaded; `problems` lists every one found."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], warnings: list[str] | None = None) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.warnings = warnings or []

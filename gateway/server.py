@@ -9,7 +9,7 @@ import signal
 from aiohttp import web
 
 from gateway.app import Gateway, build_runtime
-from gateway.config.load import load
+from gateway.configure import load_checked
 
 
 def admin_app(gateway: Gateway) -> web.Application:
@@ -28,7 +28,7 @@ def admin_app(gateway: Gateway) -> web.Application:
 
 
 async def _serve(config_path: str) -> None:
-    config = load(config_path)
+    config = load_checked(config_path)
     gateway = Gateway(build_runtime(config))
     await gateway.start()
     listen, admin = config.gateway.listen, config.gateway.admin

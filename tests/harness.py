@@ -12,7 +12,7 @@ import yaml
 from aiohttp import web
 
 from gateway.app import Gateway, build_runtime
-from gateway.config.load import load
+from gateway.configure import load_checked
 from gateway.server import admin_app
 
 
@@ -55,7 +55,7 @@ async def start_gateway(
     doc.setdefault("admin", {}).setdefault("port", 0)
     cfg_path = tmp_path / "gateway.yaml"
     cfg_path.write_text(yaml.safe_dump(doc))
-    config = load(cfg_path)
+    config = load_checked(cfg_path)
     gateway = Gateway(build_runtime(config))
     await gateway.start()
     runners = []

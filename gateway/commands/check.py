@@ -1,26 +1,134 @@
-"""`azdo-gateway check`: validate configuration and policies, exit 1 on error."""
+"""`azdo-gateway check`: validate configuration and policies, exit 1 on error.
+
+Prints every problem (`file:line: key: message`) and exits 1, or prints a
+one-screen summary of what the configuration sets up and exits 0. Warnings
+are printed either way.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
+from collections import defaultdict
+from typing import TextIO
 
 HELP = "validate configuration and policies (exit 1 on error)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default="gateway.yaml")
+    p.add_argument("-c", "--config", default="gateway.yaml", help="default: gateway.yaml")
+
+
+def _wrap(label: str, text: str) -> str:
+    return textwrap.fill(text, width=100, initial_indent=f"{label:<13}", subsequent_indent=" " * 13)
+
+
+def summary(config: object, catalog_size: int, out: TextIO) -> None:
+    from gateway.config.model import Config
+
+    assert isinstance(config, Config)
+    gw = config.gateway
+    listen, tls = gw.listen, gw.listen.tls
+    scheme = "https" if tls else "http"
+    policy_files = config.sources.files[1:]
+    print(
+        f"{config.sources.gateway_file}: ok: {len(config.clients)} clients, "
+        f"{len(gw.credentials)} credentials, {len(config.routes)} routes, "
+        f"{len(policy_files)} policy files, {catalog_size} catalog operations",
+        file=out,
+    )
+    print(file=out)
+    proxy = f"{scheme}://{listen.host}:{listen.port}"
+    if tls and tls.client_ca_file:
+        proxy += " (client certificates " + (
+            "required)" if tls.require_client_cert else "accepted)"
+        )
+    if listen.public_url:
+        proxy += f", public URL {listen.public_url}"
+    print(_wrap("listen", proxy), file=out)
+    print(_wrap("admin", f"http://{gw.admin.host}:{gw.admin.port}"), file=out)
+    hosts = gw.upstream.hosts
+    others = ", ".join(name for name in hosts if name != "main")
+    print(
+        _wrap("upstream", f"main {hosts['main']}" + (f"; also {others}" if others else "")),
+        file=out,
+    )
+    ident = gw.identity
+    if ident.tenant_id or ident.audiences:
+        text = f"tenant {ident.tenant_id or '-'} at {ident.authority_host}"
+        if ident.audiences:
+            text += f"; accepts audiences {', '.join(ident.audiences)}"
+        print(_wrap("identity", text), file=out)
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for name, cred in gw.credentials.items():
+        by_type[cred.type].append(name)
+    print(
+        _wrap(
+            "credentials", "; ".join(f"{t}: {', '.join(n)}" for t, n in by_type.items()) or "none"
+        ),
+        file=out,
+    )
+    print(_wrap("audit", "stdout" if gw.audit.file == "-" else (gw.audit.file or "off")), file=out)
+    print(_wrap("policies", ", ".join(policy_files) or "none"), file=out)
+    if config.clients:
+        print(file=out)
+        rows = []
+        for client in config.clients:
+            auth = []
+            if client.api_keys:
+                auth.append(f"api_keys({len(client.api_keys)})")
+            if client.entra:
+                auth.append("entra")
+            if client.certificates:
+                auth.append("certificate")
+            scope = ", ".join(client.scopes) or "-"
+            if client.organizations is not None:
+                scope += f"; orgs {', '.join(client.organizations)}"
+            if client.projects is not None:
+                scope += f"; projects {', '.join(client.projects)}"
+            if client.mode == "report":
+                scope += " [report only]"
+            rows.append((client.name, " ".join(auth) or "none", client.credential, scope))
+        widths = [
+            max(len(r[i]) for r in (*rows, ("client", "auth", "credential"))) for i in range(3)
+        ]
+        header = ("client", "auth", "credential", "scopes")
+        for row in (header, *rows):
+            line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
+            print(f"{line}  {row[3]}", file=out)
+    if config.routes:
+        print(file=out)
+        parts = []
+        for route in config.routes:
+            what = "deny" if route.deny else "allow" if route.allow else ""
+            if route.clients is not None:
+                what = (what + " " if what else "") + f"clients {', '.join(route.clients)}"
+            if route.scopes:
+                what = (what + " " if what else "") + f"+scopes {', '.join(route.scopes)}"
+            parts.append(f"{route.name} ({what})")
+        print(_wrap("routes", "; ".join(parts)), file=out)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.config.load import load
+    from gateway.catalog import Catalog
+    from gateway.configure import load_checked
     from gateway.errors import ConfigError
 
+    catalog = Catalog.builtin()
     try:
-        cfg = load(args.config)
+        config = load_checked(args.config, catalog=catalog)
     except ConfigError as err:
         for problem in err.problems:
-            print(problem, file=sys.stderr)
+            print(problem)
+        for warning in err.warnings:
+            print(f"warning: {warning}")
+        n = len(err.problems)
+        print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
         return 1
-    print(f"{cfg.path}: ok ({len(cfg.clients)} clients)")
+    summary(config, len(catalog), sys.stdout)
+    if config.warnings:
+        print()
+        for warning in config.warnings:
+            print(f"warning: {warning}")
     return 0

@@ -1,41 +1,230 @@
 """Load gateway.yaml and its policy files into a validated `Config`.
 
-Raises ConfigError listing every problem found, each as
-`file:line: key: what is wrong (what is expected)`.
+Takes the path of gateway.yaml (and the environment); returns a `Config`
+whose `sources` can locate every element, and whose `warnings` list what is
+suspicious but valid. Raises ConfigError listing every problem found, each as
+`file:line: key: what is wrong (what is expected)`, sorted by file and line.
+
+Relative paths (policy globs, `*_file` keys, `audit.file`) are relative to
+the directory of gateway.yaml. Policy files are read in the order of
+`policies`, each glob's matches sorted by name; a file matched twice is read
+once. Each client and route is validated on its own, so one broken entry does
+not hide the problems of the others.
 """
 
 from __future__ import annotations
 
+import glob
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from gateway.config.model import Client, Config, GatewayConfig, PolicyFile, Route
+from gateway.config.messages import did_you_mean, problems_from
+from gateway.config.model import Client, Config, GatewayConfig, Route
+from gateway.config.reader import Document, read
+from gateway.config.sources import PathKey, Problem, SourceMap
+from gateway.config.validate import validate_all
 from gateway.errors import ConfigError
 
+_TOP_KEYS = ", ".join(GatewayConfig.model_fields)
 
-def load(path: str | Path) -> Config:
-    path = Path(path)
-    problems: list[str] = []
+
+def display(path: Path | str) -> str:
+    """How messages name a file: relative to the working directory when under it."""
+    path = os.path.abspath(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        gw = GatewayConfig.model_validate(raw)
-    except (OSError, yaml.YAMLError, ValidationError) as err:
-        raise ConfigError([f"{path}: {err}"]) from None
-    clients: list[Client] = []
-    routes: list[Route] = []
-    files = [path]
-    for pattern in gw.policies:
-        for pf in sorted(path.parent.glob(pattern)):
-            files.append(pf)
-            try:
-                pol = PolicyFile.model_validate(yaml.safe_load(pf.read_text()) or {})
-            except (OSError, yaml.YAMLError, ValidationError) as err:
-                problems.append(f"{pf}: {err}")
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith(os.pardir) else rel
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"the value {value!r}"
+
+
+def _absolutize(data: Any, base: Path) -> Any:
+    """Make relative `*_file` values (and audit.file) relative to `base`."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if key.endswith("_file") and isinstance(value, str) and value:
+                value = os.path.join(base, os.path.expanduser(value))
+            out[key] = _absolutize(value, base)
+        return out
+    if isinstance(data, list):
+        return [_absolutize(item, base) for item in data]
+    return data
+
+
+def _validate(
+    model: type[BaseModel], data: Any, doc: Document, prefix: PathKey, problems: list[Problem]
+) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems.extend(problems_from(err, model, data, doc, prefix))
+        return None
+
+
+class _Loader:
+    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+        self.path = path
+        self.base = path.parent.absolute()
+        self.env = env
+        self.problems: list[Problem] = []
+        self.docs: list[Document] = []
+        self.files: list[Path] = []
+        self.clients: list[Client] = []
+        self.routes: list[Route] = []
+        self.client_src: list[tuple[str, int]] = []
+        self.route_src: list[tuple[str, int]] = []
+        self.broken_clients: set[str] = set()  # names of clients that failed validation
+
+    def read(self, path: Path) -> Document:
+        doc = read(path, display(path), self.env)
+        self.docs.append(doc)
+        self.files.append(path)
+        self.problems.extend(doc.problems)
+        return doc
+
+    def gateway(self) -> tuple[GatewayConfig | None, list[tuple[int, str]]]:
+        doc = self.read(self.path)
+        if doc.empty:
+            self.problems.append(
+                Problem(
+                    doc.file, None, "", f"the file is empty (expected a mapping of: {_TOP_KEYS})"
+                )
+            )
+        if not isinstance(doc.data, dict):
+            if doc.data is not None:
+                message = f"expected a mapping of: {_TOP_KEYS}; got {_kind(doc.data)}"
+                self.problems.append(Problem(doc.file, doc.lines.get(()), "", message))
+            return None, []
+        data = _absolutize(doc.data, self.base)
+        if isinstance(data.get("audit"), dict):
+            audit_file = data["audit"].get("file")
+            if isinstance(audit_file, str) and audit_file not in ("", "-"):
+                data["audit"]["file"] = os.path.join(self.base, audit_file)
+        gw = _validate(GatewayConfig, data, doc, (), self.problems)
+        raw = data.get("policies")
+        patterns = (
+            [(i, p) for i, p in enumerate(raw) if isinstance(p, str)]
+            if isinstance(raw, list)
+            else []
+        )
+        return gw, patterns
+
+    def policies(self, patterns: list[tuple[int, str]], gateway_doc: Document) -> None:
+        seen = {self.path.absolute()}
+        for index, pattern in patterns:
+            matched = sorted(
+                Path(p)
+                for p in glob.glob(
+                    os.path.join(self.base, os.path.expanduser(pattern)), recursive=True
+                )
+                if os.path.isfile(p)
+            )
+            if not matched:
+                where = ("policies", index)
+                line = gateway_doc.lines.get(where)
+                if glob.has_magic(pattern):
+                    message = f"'{pattern}' matches no file (relative to {display(self.base)})"
+                    self.problems.append(Problem(gateway_doc.file, line, "policies", message, True))
+                else:
+                    message = f"no such file: '{pattern}' (relative to {display(self.base)})"
+                    self.problems.append(
+                        Problem(gateway_doc.file, line, f"policies[{index}]", message)
+                    )
+            for path in matched:
+                if path.absolute() in seen:
+                    continue
+                seen.add(path.absolute())
+                self.policy_file(path)
+
+    def policy_file(self, path: Path) -> None:
+        doc = self.read(path)
+        if doc.empty:
+            self.problems.append(Problem(doc.file, None, "", "the file is empty", True))
+            return
+        if doc.data is None:
+            return
+        if not isinstance(doc.data, dict):
+            message = f"expected a mapping with clients and/or routes, got {_kind(doc.data)}"
+            self.problems.append(Problem(doc.file, doc.lines.get(()), "", message))
+            return
+        for key in doc.data:
+            if key not in ("clients", "routes"):
+                guess = did_you_mean(key, ("clients", "routes"))
+                hint = f"did you mean '{guess}'?" if guess else "expected clients or routes"
+                message = f"unknown key '{key}' ({hint})"
+                self.problems.append(Problem(doc.file, doc.lines.get((key,)), key, message))
+        for section, model, into, src in (
+            ("clients", Client, self.clients, self.client_src),
+            ("routes", Route, self.routes, self.route_src),
+        ):
+            items = doc.data.get(section)
+            if items is None:
                 continue
-            clients.extend(pol.clients)
-            routes.extend(pol.routes)
-    if problems:
-        raise ConfigError(problems)
-    return Config(path=path, gateway=gw, clients=tuple(clients), routes=tuple(routes), files=tuple(files))
+            if not isinstance(items, list):
+                message = f"expected a list of {section}, got {_kind(items)}"
+                self.problems.append(Problem(doc.file, doc.lines.get((section,)), section, message))
+                continue
+            for i, item in enumerate(items):
+                value = _validate(model, item, doc, (section, i), self.problems)
+                if value is None:
+                    if section == "clients" and isinstance(item, dict) and "name" in item:
+                        self.broken_clients.add(str(item["name"]))
+                    continue
+                into.append(value)
+                src.append((doc.file, i))
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate gateway.yaml and its policy files."""
+    loader = _Loader(Path(path), os.environ if env is None else env)
+    gw, patterns = loader.gateway()
+    loader.policies(patterns, loader.docs[0])
+    sources = SourceMap(
+        gateway_file=loader.docs[0].file,
+        lines={(doc.file, p): line for doc in loader.docs for p, line in doc.lines.items()},
+        clients=tuple(loader.client_src),
+        routes=tuple(loader.route_src),
+        files=tuple(doc.file for doc in loader.docs),
+        broken_clients=frozenset(loader.broken_clients),
+    )
+    problems = loader.problems
+    config = None
+    if gw is not None:
+        config = Config(
+            path=loader.path,
+            gateway=gw,
+            clients=tuple(loader.clients),
+            routes=tuple(loader.routes),
+            files=tuple(loader.files),
+            sources=sources,
+        )
+        from_env = {(doc.file, p) for doc in loader.docs for p in doc.from_env}
+        problems.extend(validate_all(config, from_env))
+    order = {name: i for i, name in enumerate(sources.files)}
+    problems.sort(key=lambda p: (order.get(p.file, len(order)), p.line or 0))
+    errors = [str(p) for p in problems if not p.warning]
+    warnings = [str(p) for p in problems if p.warning]
+    if errors or config is None:
+        raise ConfigError(errors, warnings)
+    return Config(
+        path=config.path,
+        gateway=config.gateway,
+        clients=config.clients,
+        routes=config.routes,
+        files=config.files,
+        warnings=tuple(warnings),
+        sources=sources,
+    )

@@ -9,11 +9,22 @@ credentials are a union discriminated on `type`.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from gateway.config.sources import PathKey, SourceMap
 
 
 class Model(BaseModel):
@@ -62,8 +73,20 @@ DEFAULT_HOSTS = {
 }
 
 
+def _base_url(url: str) -> str:
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise ValueError(f"expected an http(s) base URL such as https://dev.azure.com, got {url!r}")
+    if parsed.query or parsed.fragment:
+        raise ValueError(f"expected a base URL without query or fragment, got {url!r}")
+    return url.rstrip("/")
+
+
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
+
+
 class Upstream(Model):
-    hosts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_HOSTS))
+    hosts: dict[str, BaseUrl] = Field(default_factory=lambda: dict(DEFAULT_HOSTS))
     connect_timeout_s: float = Field(10, gt=0)
     read_timeout_s: float = Field(300, gt=0)
     ca_file: str | None = None
@@ -72,19 +95,31 @@ class Upstream(Model):
     @classmethod
     def _hosts(cls, hosts: dict[str, str]) -> dict[str, str]:
         if "main" not in hosts:
-            raise ValueError("must name a 'main' host (the one the gateway's root maps to)")
-        for name, url in hosts.items():
-            if not url.startswith(("https://", "http://")):
-                raise ValueError(f"{name}: expected an http(s) base URL, got {url!r}")
-        return {name: url.rstrip("/") for name, url in hosts.items()}
+            raise ValueError("missing required key 'main' (the host the gateway's root maps to)")
+        return hosts
 
 
 class Identity(Model):
-    authority_host: str = "https://login.microsoftonline.com"
+    authority_host: BaseUrl = "https://login.microsoftonline.com"
     tenant_id: str | None = None
     audiences: tuple[str, ...] = ()
     ca_file: str | None = None
     refresh_ahead_s: float = Field(300, ge=0)
+
+
+def read_secret(value: SecretStr | None, file: str | None) -> str:
+    """The secret given inline/from ${ENV}, or read now from its `*_file`.
+
+    Files are re-read on every call, so a rotated secret file is picked up;
+    one trailing newline is dropped. Raises OSError if the file is unreadable.
+    """
+    if value is not None:
+        return value.get_secret_value()
+    if file is None:
+        raise ValueError("no secret configured")
+    with open(file, encoding="utf-8") as fh:
+        text = fh.read()
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 class _Credential(Model):
@@ -102,6 +137,9 @@ class ClientSecretCredential(_Credential):
         if (self.client_secret is None) == (self.client_secret_file is None):
             raise ValueError("set exactly one of client_secret, client_secret_file")
         return self
+
+    def secret(self) -> str:
+        return read_secret(self.client_secret, self.client_secret_file)
 
 
 class ClientCertificateCredential(_Credential):
@@ -152,6 +190,10 @@ class OnBehalfOfCredential(_Credential):
             )
         return self
 
+    def secret(self) -> str:
+        """The client secret (not for certificate_file)."""
+        return read_secret(self.client_secret, self.client_secret_file)
+
 
 class PatCredential(_Credential):
     type: Literal["pat"]
@@ -164,6 +206,9 @@ class PatCredential(_Credential):
         if (self.pat is None) == (self.pat_file is None):
             raise ValueError("set exactly one of pat, pat_file")
         return self
+
+    def secret(self) -> str:
+        return read_secret(self.pat, self.pat_file)
 
 
 Credential = Annotated[
@@ -249,9 +294,19 @@ class Client(Model):
 
 
 class RouteMatch(Model):
-    method: str | tuple[str, ...] | None = None  # None: any method
+    method: tuple[str, ...] | None = None  # upper case; None: any method; YAML may give one string
     path: str  # template: {param} is one segment, ** is any number of segments
     host: str = "main"
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("method")
+    @classmethod
+    def _upper(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else tuple(m.upper() for m in value)
 
 
 class Route(Model):
@@ -281,9 +336,20 @@ class Config:
     routes: tuple[Route, ...]
     files: tuple[Path, ...] = ()  # every file read (for reload-on-change)
     warnings: tuple[str, ...] = ()
+    sources: SourceMap = field(default_factory=SourceMap, repr=False, compare=False)
 
     def client(self, name: str) -> Client | None:
         for c in self.clients:
             if c.name == name:
                 return c
         return None
+
+    def locate(self, path: PathKey) -> str:
+        """The "file:line: key" of a config element, for messages.
+
+        `path` starts at `Config`: ("clients", 2, "scopes", 1) is the second scope
+        of config.clients[2]; ("credentials", "build-sp") is in gateway.yaml.
+        The key shown is the one written in that file (clients[0] if it is the
+        first client of its file).
+        """
+        return self.sources.locate(path)

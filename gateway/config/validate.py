@@ -1,0 +1,338 @@
+"""Checks across the whole configuration, after each file passed its schema.
+
+Each `validate_*` takes the `Config` and returns every problem it finds (an
+empty list when all is well), located with `Config.sources`; none stops at the
+first. Problems with `warning=True` are reported but do not stop a load.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import ssl
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from gateway.config.messages import SECRET_KEYS, did_you_mean
+from gateway.config.model import (
+    ClientCertificateCredential,
+    ClientSecretCredential,
+    Config,
+    ManagedIdentityCredential,
+    OnBehalfOfCredential,
+    PatCredential,
+    WorkloadIdentityCredential,
+)
+from gateway.config.sources import PathKey, Problem
+
+ENTRA_CREDENTIALS = (
+    ClientSecretCredential,
+    ClientCertificateCredential,
+    WorkloadIdentityCredential,
+    OnBehalfOfCredential,
+)
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 method token
+
+
+def _names(names: Iterable[str]) -> str:
+    listed = sorted(set(names))
+    return ", ".join(listed) if listed else "none"
+
+
+def _unknown(kind: str, name: str, defined: Iterable[str]) -> str:
+    defined = list(defined)
+    guess = did_you_mean(name, defined)
+    hint = f"did you mean '{guess}'? " if guess else ""
+    return f"unknown {kind} '{name}' ({hint}defined: {_names(defined)})"
+
+
+def validate_credential_refs(config: Config) -> list[Problem]:
+    """Every client's `credential` names a key of `credentials`."""
+    creds = config.gateway.credentials
+    out = []
+    for i, client in enumerate(config.clients):
+        if client.credential not in creds:
+            message = _unknown("credential", client.credential, creds)
+            out.append(config.sources.problem(("clients", i, "credential"), message))
+        elif isinstance(creds[client.credential], OnBehalfOfCredential) and client.entra is None:
+            message = (
+                f"credential '{client.credential}' is on_behalf_of, which exchanges the "
+                "caller's Entra ID token: this client needs an `entra` section"
+            )
+            out.append(config.sources.problem(("clients", i, "credential"), message))
+    return out
+
+
+def validate_identity(config: Config) -> list[Problem]:
+    """identity.tenant_id when Entra is used; audiences when clients send Entra tokens."""
+    identity = config.gateway.identity
+    out = []
+    needs_tenant = [
+        f"credential '{name}'"
+        for name, cred in config.gateway.credentials.items()
+        if isinstance(cred, ENTRA_CREDENTIALS) and not cred.tenant_id
+    ]
+    entra_clients = [c.name for c in config.clients if c.entra is not None]
+    if entra_clients:
+        needs_tenant.append(f"client '{entra_clients[0]}' (entra)")
+    if needs_tenant and not identity.tenant_id:
+        message = f"required when Entra ID is used (by {', '.join(needs_tenant)})"
+        out.append(config.sources.problem(("identity", "tenant_id"), message))
+    if entra_clients and not identity.audiences:
+        message = (
+            "required when clients authenticate with Entra ID tokens (clients: "
+            f"{', '.join(entra_clients)}); e.g. [api://azdo-gateway]"
+        )
+        out.append(config.sources.problem(("identity", "audiences"), message))
+    for i, client in enumerate(config.clients):
+        entra = client.entra
+        if entra is not None and not (entra.app_ids or entra.object_ids or entra.groups):
+            message = "set at least one of app_ids, object_ids, groups"
+            out.append(config.sources.problem(("clients", i, "entra"), message))
+    return out
+
+
+def validate_unique(config: Config) -> list[Problem]:
+    """Client names, route names, key ids and key hashes are unique across all files."""
+    out = []
+    src = config.sources
+
+    def first(kind: str, seen: dict[str, PathKey], value: str, path: PathKey) -> None:
+        if value in seen:
+            at = src.locate(seen[value]).rsplit(": ", 1)[0]
+            out.append(src.problem(path, f"duplicate {kind} '{value}' (first defined at {at})"))
+        else:
+            seen[value] = path
+
+    clients: dict[str, PathKey] = {}
+    key_ids: dict[str, PathKey] = {}
+    hashes: dict[str, PathKey] = {}
+    for i, client in enumerate(config.clients):
+        first("client name", clients, client.name, ("clients", i, "name"))
+        for k, key in enumerate(client.api_keys):
+            first("key id", key_ids, key.id, ("clients", i, "api_keys", k, "id"))
+            path = ("clients", i, "api_keys", k, "sha256")
+            digest = key.sha256.lower()
+            if digest in hashes:
+                at = src.locate(hashes[digest])
+                out.append(src.problem(path, f"the same key hash is already used at {at}"))
+            else:
+                hashes[digest] = path
+    routes: dict[str, PathKey] = {}
+    for i, route in enumerate(config.routes):
+        first("route name", routes, route.name, ("routes", i, "name"))
+    return out
+
+
+def _file_problem(path: str, *, secret: bool = False) -> str | None:
+    """Why `path` cannot be used as an input file, or None."""
+    if not os.path.exists(path):
+        return f"no such file: {_show(path)}"
+    if os.path.isdir(path):
+        return f"is a directory, expected a file: {_show(path)}"
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(1 << 20)
+    except OSError as err:
+        return f"cannot read {_show(path)}: {(err.strerror or str(err)).lower()}"
+    if secret and not data.strip():
+        return f"file is empty: {_show(path)}"
+    return None
+
+
+def _show(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith(os.pardir) else rel
+
+
+def _pem(path: str, *markers: str) -> str | None:
+    with open(path, "rb") as fh:
+        data = fh.read(1 << 20)
+    missing = [m for m in markers if f"-----BEGIN {m}".encode() not in data]
+    if not missing:
+        return None
+    if len(markers) == 2:
+        return f"expected a PEM file with a CERTIFICATE and a PRIVATE KEY: {_show(path)}"
+    return f"expected a PEM file with a {markers[0]}: {_show(path)}"
+
+
+def validate_files(config: Config) -> list[Problem]:
+    """Every `*_file` exists and is readable; certificates and keys parse."""
+    gw = config.gateway
+    out = []
+
+    def check(path: PathKey, value: str | None, *, secret: bool = False) -> bool:
+        if not value:
+            return False
+        why = _file_problem(value, secret=secret)
+        if why:
+            out.append(config.sources.problem(path, why))
+        return why is None
+
+    for key in ("upstream", "identity"):
+        section = getattr(gw, key)
+        if check((key, "ca_file"), section.ca_file):
+            try:
+                ssl.create_default_context(cafile=section.ca_file)
+            except (ssl.SSLError, ValueError) as err:
+                message = f"not a usable CA bundle ({err}): {_show(str(section.ca_file))}"
+                out.append(config.sources.problem((key, "ca_file"), message))
+    tls = gw.listen.tls
+    if tls is not None:
+        cert_ok = check(("listen", "tls", "cert_file"), tls.cert_file)
+        key_ok = check(("listen", "tls", "key_file"), tls.key_file)
+        if cert_ok and key_ok:
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                    tls.cert_file, tls.key_file
+                )
+            except (ssl.SSLError, ValueError) as err:
+                message = f"certificate and key do not load together ({err.args[-1]})"
+                out.append(config.sources.problem(("listen", "tls"), message))
+        if check(("listen", "tls", "client_ca_file"), tls.client_ca_file):
+            why = _pem(str(tls.client_ca_file), "CERTIFICATE")
+            if why:
+                out.append(config.sources.problem(("listen", "tls", "client_ca_file"), why))
+    for name, cred in gw.credentials.items():
+
+        def at(key: str, name: str = name) -> PathKey:
+            return ("credentials", name, key)
+
+        if isinstance(cred, ClientSecretCredential | OnBehalfOfCredential | PatCredential):
+            key = "pat_file" if isinstance(cred, PatCredential) else "client_secret_file"
+            check(at(key), getattr(cred, key), secret=True)
+        if isinstance(cred, WorkloadIdentityCredential):
+            check(at("token_file"), cred.token_file)
+        if isinstance(cred, ClientCertificateCredential | OnBehalfOfCredential):
+            path = cred.certificate_file
+            if check(at("certificate_file"), path) and path:
+                if not path.lower().endswith((".pfx", ".p12")):
+                    why = _pem(path, "CERTIFICATE", "PRIVATE KEY") if path else None
+                    if why:
+                        out.append(config.sources.problem(at("certificate_file"), why))
+    return out
+
+
+def validate_routes(config: Config) -> list[Problem]:
+    """Route rules name existing clients and hosts, and say what they do."""
+    names = [c.name for c in config.clients]
+    hosts = config.gateway.upstream.hosts
+    out = []
+    for i, route in enumerate(config.routes):
+        at = config.sources.problem
+        if route.deny and route.allow:
+            out.append(at(("routes", i), "set deny or allow, not both"))
+        if route.deny and route.clients is not None:
+            out.append(at(("routes", i), "a deny rule applies to every client; drop `clients`"))
+        for c, name in enumerate(route.clients or ()):
+            if name not in names and name not in config.sources.broken_clients:
+                out.append(at(("routes", i, "clients", c), _unknown("client", name, names)))
+        if route.match.host not in hosts:
+            message = _unknown("upstream host", route.match.host, hosts)
+            out.append(at(("routes", i, "match", "host"), message))
+        if not route.match.path.startswith("/"):
+            message = f"expected a path template starting with '/', got '{route.match.path}'"
+            out.append(at(("routes", i, "match", "path"), message))
+        for m, method in enumerate(route.match.method or ()):
+            if not _TOKEN.match(method):
+                message = f"expected an HTTP method such as GET or POST, got '{method}'"
+                out.append(at(("routes", i, "match", "method", m), message))
+        if not (route.deny or route.allow or route.clients is not None or route.scopes):
+            message = "does nothing: set deny, allow, clients or scopes"
+            out.append(at(("routes", i), message))
+    return out
+
+
+def validate_clients(config: Config) -> list[Problem]:
+    """Per-client consistency: projects within organizations, auth methods usable."""
+    out = []
+    tls = config.gateway.listen.tls
+    today = dt.datetime.now(dt.UTC).date()
+    at = config.sources.problem
+    for i, client in enumerate(config.clients):
+        orgs = (
+            {o.lower() for o in client.organizations} if client.organizations is not None else None
+        )
+        for p, project in enumerate(client.projects or ()):
+            org, sep, name = project.partition("/")
+            if not sep or not org or not name or "/" in name:
+                message = f"expected 'organization/project', got '{project}'"
+                out.append(at(("clients", i, "projects", p), message))
+            elif orgs is not None and org.lower() not in orgs:
+                message = f"organization '{org}' is not in this client's organizations"
+                out.append(at(("clients", i, "projects", p), message))
+        if client.certificates and (tls is None or not tls.client_ca_file):
+            message = "certificate authentication needs listen.tls.client_ca_file"
+            out.append(at(("clients", i, "certificates"), message))
+        if not (client.api_keys or client.entra or client.certificates):
+            message = "has no api_keys, entra or certificates: it can never authenticate"
+            out.append(at(("clients", i), message, warning=True))
+        if not client.scopes:
+            message = "grants no scopes: only route rules can allow its requests"
+            out.append(at(("clients", i), message, warning=True))
+        for k, key in enumerate(client.api_keys):
+            expires = key.expires.date() if isinstance(key.expires, dt.datetime) else key.expires
+            if expires is not None and expires < today:
+                message = f"key '{key.id}' expired on {expires.isoformat()}"
+                out.append(at(("clients", i, "api_keys", k, "expires"), message, warning=True))
+    if not config.clients:
+        out.append(
+            at(("policies",), "no clients are defined: every request is denied", warning=True)
+        )
+    return out
+
+
+def validate_listen(config: Config) -> list[Problem]:
+    """Listener settings agree with each other."""
+    listen, admin = config.gateway.listen, config.gateway.admin
+    out = []
+    at = config.sources.problem
+    if listen.public_url is not None:
+        parsed = urlsplit(listen.public_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            message = (
+                "expected an http(s) URL such as https://ado-gw.example.com, "
+                f"got '{listen.public_url}'"
+            )
+            out.append(at(("listen", "public_url"), message))
+    if listen.port and listen.port == admin.port and listen.host == admin.host:
+        message = f"same address as listen ({listen.host}:{listen.port}): use another port"
+        out.append(at(("admin", "port"), message))
+    tls = listen.tls
+    if tls is not None and tls.require_client_cert and not tls.client_ca_file:
+        out.append(at(("listen", "tls", "require_client_cert"), "needs client_ca_file"))
+    return out
+
+
+def validate_inline_secrets(config: Config, from_env: set[tuple[str, PathKey]]) -> list[Problem]:
+    """Warn about secrets written into the file instead of ${ENV} or a `*_file`."""
+    out = []
+    src = config.sources
+    for name, cred in config.gateway.credentials.items():
+        if isinstance(cred, ManagedIdentityCredential):
+            continue
+        for key in SECRET_KEYS:
+            path: PathKey = ("credentials", name, key)
+            if getattr(cred, key, None) is not None and (src.gateway_file, path) not in from_env:
+                alt = " or " + key + "_file" if key != "certificate_password" else ""
+                message = f"secret written inline: use ${{ENV}}{alt}"
+                out.append(src.problem(path, message, warning=True))
+    return out
+
+
+def validate_all(config: Config, from_env: set[tuple[str, PathKey]] | None = None) -> list[Problem]:
+    """Every cross-check; `from_env`: (file, path) of values that came from ${ENV}."""
+    problems: list[Problem] = []
+    for check in (
+        validate_credential_refs,
+        validate_identity,
+        validate_unique,
+        validate_files,
+        validate_routes,
+        validate_clients,
+        validate_listen,
+    ):
+        problems.extend(check(config))
+    problems.extend(validate_inline_secrets(config, from_env or set()))
+    return problems

@@ -94,7 +94,7 @@ def validate_identity(config: Config) -> list[Problem]:
 
 
 def validate_unique(config: Config) -> list[Problem]:
-    """Client names, route names, key ids and key hashes are unique across all files."""
+    """Client and route names and key hashes are unique across all files; key ids per client."""
     out = []
     src = config.sources
 
@@ -106,10 +106,10 @@ def validate_unique(config: Config) -> list[Problem]:
             seen[value] = path
 
     clients: dict[str, PathKey] = {}
-    key_ids: dict[str, PathKey] = {}
     hashes: dict[str, PathKey] = {}
     for i, client in enumerate(config.clients):
         first("client name", clients, client.name, ("clients", i, "name"))
+        key_ids: dict[str, PathKey] = {}  # ids name keys within their client
         for k, key in enumerate(client.api_keys):
             first("key id", key_ids, key.id, ("clients", i, "api_keys", k, "id"))
             path = ("clients", i, "api_keys", k, "sha256")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.authn import Authentication, strip_credentials
-from gateway.canonical import canonicalize
+from gateway.canonical import canonicalize, effective_method
 from gateway.catalog import Catalog
 from gateway.config.model import Config
 from gateway.errors import Denied, GatewayError
@@ -144,9 +144,12 @@ class Gateway:
     @web.middleware
     async def canonicalize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         ctx = request[CTX]
-        target = canonicalize(request.raw_path, self.runtime.config.gateway.upstream.hosts)
+        gw = self.runtime.config.gateway
+        target = canonicalize(
+            request.raw_path, gw.upstream.hosts, max_length=gw.limits.max_url_length
+        )
         ctx.host, ctx.path, ctx.query = target.host, target.path, target.query
-        ctx.effective_method = ctx.method
+        ctx.effective_method = effective_method(ctx.method, request.headers.items())
         return await handler(request)
 
     @web.middleware
@@ -171,7 +174,7 @@ class Gateway:
         ctx = request[CTX]
         rt = self.runtime
         assert ctx.identity is not None
-        ctx.match = rt.catalog.match(ctx.host, ctx.effective_method, ctx.path)
+        ctx.match = rt.catalog.match(ctx.host, ctx.effective_method, ctx.path, ctx.query)
         decision = rt.policy.authorize(ctx.identity, ctx)
         ctx.decision = decision
         if not decision.allowed:

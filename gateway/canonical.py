@@ -1,19 +1,50 @@
-"""Stage 0: canonicalize the request target.
+"""Stage 0: canonicalize the request target and the method.
 
 Takes the raw request target (path and query exactly as received) and returns
-the upstream host name and the one canonical path every later stage sees.
-Rejects (400, reason `ambiguous_path`) anything whose meaning could differ
-between the gateway and Azure DevOps.
+the upstream host key and the one canonical path every later stage sees and
+that is sent upstream; takes the method and headers and returns the method to
+authorize. Rejects (400) anything whose meaning could differ between the gateway
+and Azure DevOps:
+
+- targets that are not origin-form (`http://host/...`, `host:443`, `*`), or
+  carry a fragment, raw spaces, control or non-ASCII characters, or `\\`;
+- invalid percent-encodings, encoded `/`, `\\` and NUL, encoded control
+  characters, percent-encoded bytes that are not valid UTF-8 (overlong forms
+  such as `%C0%AE` included);
+- dot segments, plain or encoded (`.`, `..`, `%2e%2E`, `..;/`), and empty
+  segments (`//`);
+- over-long targets and paths with too many segments;
+- method-override headers (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+  `X-Method-Override`, with `-` or `_`) on anything but POST, naming anything
+  but PUT, PATCH, DELETE or POST, or naming two different methods.
+
+RFC 3986 section 6.2.2.2: percent-encoded unreserved characters
+(ALPHA / DIGIT / "-" / "." / "_" / "~") are equivalent to the characters
+themselves, so they are decoded; every other percent-encoding is kept, with its
+hex digits in upper case. Matching is case-insensitive (Azure DevOps routes
+are), but the path is forwarded with the case it was sent in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from gateway.errors import BadRequest
 
-HOSTS_PREFIX = "/_hosts/"
+HOSTS_PREFIX = "_hosts"
+MAX_TARGET_LENGTH = 8192
+MAX_SEGMENTS = 128
+OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+OVERRIDABLE = frozenset({"PUT", "PATCH", "DELETE", "POST"})
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# RFC 3986 pchar without pct-encoded: unreserved / sub-delims / ":" / "@"
+_PATH_CHARS = _UNRESERVED | frozenset("!$&'()*+,;=:@/%")
+_QUERY_CHARS = _PATH_CHARS | frozenset("?")
+# Query strings in the wild also carry these unencoded; they cannot change the path.
+_QUERY_LENIENT = frozenset("[]{}|^`\"<>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,15 +54,156 @@ class Target:
     query: str  # raw query string, without '?'
 
 
-def canonicalize(raw_target: str, hosts: Collection[str]) -> Target:
+def _reject(message: str, reason: str = "ambiguous_path") -> BadRequest:
+    return BadRequest(message, reason=reason)
+
+
+def _segment(raw: str, in_packaging: bool) -> str:
+    """One canonical segment: unreserved decoded, the rest kept and checked."""
+    out: list[str] = []
+    pending = bytearray()  # consecutive non-unreserved percent-encoded bytes
+    i, n = 0, len(raw)
+
+    def flush() -> None:
+        if pending:
+            try:
+                bytes(pending).decode("utf-8")  # strict: rejects overlong forms
+            except UnicodeDecodeError:
+                raise _reject("percent-encoded bytes are not valid UTF-8") from None
+            out.append("".join(f"%{b:02X}" for b in pending))
+            pending.clear()
+
+    while i < n:
+        ch = raw[i]
+        if ch != "%":
+            flush()
+            out.append(ch)
+            i += 1
+            continue
+        hexa = raw[i + 1 : i + 3]
+        if len(hexa) != 2 or not set(hexa) <= _HEX:
+            raise _reject("invalid percent-encoding in path")
+        byte = int(hexa, 16)
+        i += 3
+        if chr(byte) in _UNRESERVED:
+            flush()
+            out.append(chr(byte))
+        elif byte == 0x2F and in_packaging:
+            pending.append(byte)  # checked by the caller (npm scoped packages)
+        elif byte in (0x2F, 0x5C):
+            raise _reject("encoded '/' or '\\' in path")
+        elif byte < 0x20 or byte == 0x7F:
+            raise _reject("encoded NUL or control character in path")
+        else:
+            pending.append(byte)
+    flush()
+    return "".join(out)
+
+
+def _check_npm_scoped(segment: str) -> None:
+    # npm asks for scoped packages as `@scope%2Fname`; Azure Artifacts serves them
+    # so under /_packaging/. SECURITY: that one form is the only encoded '/' let
+    # through, and neither half may be a dot segment once the server decodes it.
+    if "%2F" not in segment:
+        return
+    scope, sep, name = segment.partition("%2F")
+    if (
+        not sep
+        or not scope.startswith("@")
+        or scope in ("@", "@.", "@..")
+        or name in ("", ".", "..")
+        or "%" in scope
+        or "%2F" in name
+    ):
+        raise _reject("encoded '/' in path")
+
+
+def canonicalize(
+    raw_target: str, hosts: Collection[str], *, max_length: int = MAX_TARGET_LENGTH
+) -> Target:
     """Split and check `raw_target`; raise BadRequest if it is ambiguous."""
+    if len(raw_target) > max_length:
+        raise _reject(f"request target longer than {max_length} characters", "bad_request")
+    if not raw_target.startswith("/"):
+        # absolute-form (http://host/path), authority-form (host:443), asterisk-form (*)
+        raise _reject("request target must be a path (origin-form)")
     path, _, query = raw_target.partition("?")
-    if not path.startswith("/"):
-        raise BadRequest("request target must be a path", reason="ambiguous_path")
+    if "#" in raw_target:
+        raise _reject("request target must not carry a fragment")
+    if not set(path) <= _PATH_CHARS:
+        bad = sorted(set(path) - _PATH_CHARS)[0]
+        raise _reject(f"character {bad!r} is not allowed unencoded in a path")
+    _check_query(query)
+    raw_segments = path.split("/")[1:]
+    if len(raw_segments) > MAX_SEGMENTS:
+        raise _reject(f"path has more than {MAX_SEGMENTS} segments", "bad_request")
+    segments: list[str] = []
+    in_packaging = False
+    for i, raw in enumerate(raw_segments):
+        seg = _segment(raw, in_packaging)
+        if seg == "" and i != len(raw_segments) - 1:
+            raise _reject("empty path segment ('//')")
+        if seg.partition(";")[0] in (".", ".."):
+            raise _reject("dot segment in path")
+        if in_packaging:
+            _check_npm_scoped(seg)
+        in_packaging = in_packaging or seg.lower() == "_packaging"
+        segments.append(seg)
     host = "main"
-    if path.lower().startswith(HOSTS_PREFIX):
-        name, _, rest = path[len(HOSTS_PREFIX) :].partition("/")
-        if name not in hosts:
-            raise BadRequest(f"unknown upstream host {name!r}", reason="bad_request")
-        host, path = name, "/" + rest
-    return Target(host=host, path=path, query=query)
+    if segments and segments[0].lower() == HOSTS_PREFIX:
+        name = segments[1] if len(segments) > 1 else ""
+        known = {h.lower(): h for h in hosts}
+        if name.lower() not in known:
+            raise _reject(f"unknown upstream host {name!r}", "bad_request")
+        host = known[name.lower()]
+        segments = segments[2:]
+        if segments and segments[0].lower() == HOSTS_PREFIX:
+            raise _reject("nested /_hosts/ prefix")
+    return Target(host=host, path="/" + "/".join(segments), query=query)
+
+
+def _check_query(query: str) -> None:
+    for ch in query:
+        if ch not in _QUERY_CHARS and ch not in _QUERY_LENIENT:
+            raise _reject("control, space or non-ASCII character in query string")
+    i = query.find("%")
+    while i >= 0:
+        hexa = query[i + 1 : i + 3]
+        if len(hexa) != 2 or not set(hexa) <= _HEX:
+            raise _reject("invalid percent-encoding in query string")
+        if hexa == "00":
+            raise _reject("encoded NUL in query string")
+        i = query.find("%", i + 3)
+
+
+def effective_method(method: str, headers: Iterable[tuple[str, str]]) -> str:
+    """The method to authorize: `method`, or the one an override header names.
+
+    Azure DevOps honours `X-HTTP-Method-Override` (clients that cannot send
+    PATCH send POST with it), so the request is authorized as the method the
+    header names, and forwarded so that upstream executes exactly that method.
+    """
+    named: set[str] = set()
+    for name, value in headers:
+        if name.lower().replace("_", "-") in OVERRIDE_HEADERS:
+            named.update(v.strip().upper() for v in value.split(","))
+    if not named:
+        return method.upper()
+    if len(named) > 1:
+        raise BadRequest(
+            "method-override headers name different methods",
+            reason="method_override_not_allowed",
+        )
+    (wanted,) = named
+    if method.upper() != "POST":
+        raise BadRequest(
+            f"a method-override header is only accepted on POST, not {method.upper()}",
+            reason="method_override_not_allowed",
+        )
+    if wanted not in OVERRIDABLE:
+        raise BadRequest(
+            f"method override to {wanted or 'nothing'!r} is not allowed "
+            f"(allowed: {', '.join(sorted(OVERRIDABLE))})",
+            reason="method_override_not_allowed",
+        )
+    return wanted

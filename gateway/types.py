@@ -27,6 +27,7 @@ class Operation:
     public: bool = False  # any authenticated client may call it (discovery endpoints)
     deny_reason: str | None = None  # always denied with this reason (SOAP, batch)
     note: str = ""  # why a hand-written entry exists / what the spec says
+    query: tuple[tuple[str, str], ...] = ()  # this operation only when these query params match
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,25 +1,164 @@
 """Stage 2: the Azure DevOps operation catalog.
 
-`Catalog.builtin()` loads the generated catalog shipped with the package;
-`match(host, method, path)` returns the operation a canonical request is, with
-its bound parameters, or None. No aiohttp here.
+Takes a canonical request (upstream host key, method, path, query) and returns
+the operation it is, with its bound path parameters and the organization and
+project it addresses, or None when no operation matches. `Catalog.builtin()`
+loads the catalog shipped with the package once per process.
+
+Matching is case-insensitive, as Azure DevOps routing is. HEAD falls back to the
+GET operation. SOAP web services (`/_ws/`, `*.asmx`) and `$batch` endpoints match
+operations that are always denied, wherever they appear. Raises BadRequest when
+a query parameter that selects the operation (git's `service`) is given twice
+with different values. No aiohttp here.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from urllib.parse import unquote, unquote_plus
+
+from gateway.catalog.load import CatalogError, read_catalog
+from gateway.catalog.scopes import Scope, Scopes
+from gateway.catalog.trie import Segment, Trie, parse_template
+from gateway.config.model import DEFAULT_HOSTS
+from gateway.errors import BadRequest
 from gateway.types import Match, Operation
+
+__all__ = ["Catalog", "CatalogError", "Scope", "Scopes"]
+
+ANY_HOST = "*"
+PROJECT_PARAMS = ("project", "projectId", "scopeIdentifier")  # "ID or name of the project"
+
+SOAP = Operation(
+    id="soap.WebServices", area="soap", host=ANY_HOST, method="*", template="/**", scopes=(),
+    deny_reason="soap_not_supported",
+    note="legacy SOAP web services (/_ws/, *.asmx) carry arbitrary operations in their bodies",
+)
+BATCH = Operation(
+    id="batch.Batch", area="batch", host=ANY_HOST, method="*", template="/**", scopes=(),
+    deny_reason="batch_not_allowed",
+    note="$batch endpoints carry other operations in their body",
+)
+
+_Entry = tuple[Operation, tuple[str, ...]]
+
+
+def _param_names(segments: tuple[Segment, ...]) -> tuple[str, ...]:
+    return tuple(s.text for s in segments if s.kind != "literal")
+
+
+def split_path(path: str) -> tuple[list[str], list[str]] | None:
+    """Decoded segments and their lower-case forms; None for an empty inner segment."""
+    parts = path.split("/")[1:]
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()  # one trailing slash: Azure DevOps routes ignore it
+    if parts == [""]:
+        parts = []
+    original = [unquote(p) if "%" in p else p for p in parts]
+    if "" in original:
+        return None
+    return original, [p.lower() for p in original]
+
+
+def query_values(query: str, name: str) -> set[str]:
+    values: set[str] = set()
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if unquote_plus(key).strip().lower() == name:
+            values.add(unquote_plus(value).strip().lower())
+    return values
 
 
 class Catalog:
-    def __init__(self, operations: tuple[Operation, ...]) -> None:
-        self.operations = operations
+    def __init__(
+        self, operations: Iterable[Operation], scopes: Iterable[Scope] = (), source: str = ""
+    ) -> None:
+        self.operations = tuple(operations)
+        self.scopes = Scopes(scopes)
+        self.source = source
+        self._tries: dict[tuple[str, str], Trie] = {}
+        hosts = set(DEFAULT_HOSTS) | {op.host for op in self.operations} | {ANY_HOST}
+        # Query-specific variants first: they are chosen when their query matches.
+        for op in sorted(self.operations, key=lambda o: not o.query):
+            segments = parse_template(op.template)
+            entry: _Entry = (op, _param_names(segments))
+            for host in hosts if op.host == ANY_HOST else (op.host,):
+                trie = self._tries.setdefault((host, op.method), Trie())
+                trie.add(segments, entry)
 
     @classmethod
     def builtin(cls) -> Catalog:
-        return cls(())
+        """The catalog shipped with the package (loaded once, then shared)."""
+        return _builtin()
+
+    @classmethod
+    def load(cls, directory: Path | None = None) -> Catalog:
+        files = read_catalog(directory)
+        return cls(files.operations, files.scopes, files.source)
 
     def __len__(self) -> int:
         return len(self.operations)
 
-    def match(self, host: str, method: str, path: str) -> Match | None:
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(self.operations)
+
+    def find(self, operation_id: str) -> list[Operation]:
+        return [op for op in self.operations if op.id == operation_id]
+
+    def match(self, host: str, method: str, path: str, query: str = "") -> Match | None:
+        split = split_path(path)
+        if split is None:
+            return None
+        original, lowered = split
+        for seg in lowered:
+            # SECURITY: SOAP endpoints are refused anywhere in the path, on any host.
+            if seg == "_ws" or seg.endswith(".asmx"):
+                return Match(SOAP, {}, None, None)
+            if seg == "$batch":
+                return Match(BATCH, {}, None, None)
+        method = method.upper()
+        found = self._match(host, method, original, lowered, query)
+        if found is None and method == "HEAD":
+            found = self._match(host, "GET", original, lowered, query)
+        return found
+
+    def _match(
+        self, host: str, method: str, original: list[str], lowered: list[str], query: str
+    ) -> Match | None:
+        trie = self._tries.get((host, method)) or self._tries.get((ANY_HOST, method))
+        if trie is None:
+            return None
+        result = trie.match(lowered, original)
+        if result is None:
+            return None
+        entries, captures = result
+        for entry in entries:
+            op, names = entry  # type: ignore[misc]
+            if op.query and not _query_selects(op.query, query):
+                continue
+            params = dict(zip(names, captures, strict=False))
+            project = next((params[p] for p in PROJECT_PARAMS if p in params), None)
+            return Match(op, params, params.get("organization"), project)
         return None
+
+
+def _query_selects(wanted: tuple[tuple[str, str], ...], query: str) -> bool:
+    for name, value in wanted:
+        given = query_values(query, name)
+        if len(given) > 1:
+            # SECURITY: which value would the server use? Refuse to guess.
+            raise BadRequest(
+                f"query parameter {name!r} is given more than once with different values",
+                reason="ambiguous_path",
+            )
+        if given != {value.lower()}:
+            return False
+    return True
+
+
+@functools.cache
+def _builtin() -> Catalog:
+    files = read_catalog()
+    return Catalog(files.operations, files.scopes, files.source)

@@ -1,0 +1,186 @@
+"""Stage 3: authorize a matched request against the client's policy.
+
+Takes the client identity and the request context (canonical host and path,
+effective method, the matched operation) and returns a Decision. Pure: no I/O,
+no aiohttp. Default deny, in this order:
+
+1. SOAP (`soap_not_supported`): always, whatever the rules or mode say.
+2. Route rules, in file order, deny wins: a matching `deny: true` rule
+   (`route_denied`); a matching rule with `clients:` that does not name the
+   client (`client_not_allowed_on_route`).
+3. No operation (`no_matching_operation`) or a batch endpoint
+   (`batch_not_allowed`) unless a matching rule says `allow: true`.
+4. The client's `organizations` (`organization_not_allowed`) and `projects`
+   (`project_not_allowed`); an organization-wide operation is outside every
+   project, so a project-restricted client may only call discovery ones.
+5. Scopes (`missing_scope`): one of the operation's scopes, directly or through
+   a granted scope that includes it; every extra scope of every matching rule.
+
+A client in `mode: report` gets `allowed=True, report_only=True` with the reason
+it would have been denied for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import unquote
+
+from gateway.catalog import PROJECT_PARAMS, Catalog, split_path
+from gateway.config.model import Client, Config
+from gateway.policy.check import check_policy
+from gateway.policy.routes import CompiledRoute, compile_routes
+from gateway.types import ClientIdentity, Decision, Operation, RequestContext
+
+__all__ = ["Policy", "check_policy"]
+
+NEVER_REPORT_ONLY = frozenset({"soap_not_supported", "unknown_client"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRules:
+    client: Client
+    held: frozenset[str]  # every scope the grants amount to
+    organizations: frozenset[str] | None  # lower case; None: any
+    projects: Mapping[str, frozenset[str]] | None  # org -> projects, lower case; None: any
+
+
+def client_rules(client: Client, catalog: Catalog) -> ClientRules:
+    projects: dict[str, set[str]] | None = None
+    if client.projects is not None:
+        projects = {}
+        for entry in client.projects:
+            org, _, project = entry.partition("/")
+            projects.setdefault(org.strip().lower(), set()).add(project.strip().lower())
+    orgs: set[str] | None = None
+    if client.organizations is not None:
+        orgs = {o.strip().lower() for o in client.organizations}
+    elif projects is not None:
+        orgs = set(projects)
+    return ClientRules(
+        client=client,
+        held=catalog.scopes.closure(client.scopes),
+        organizations=None if orgs is None else frozenset(orgs),
+        projects=None if projects is None else {o: frozenset(p) for o, p in projects.items()},
+    )
+
+
+def _deny(reason: str, message: str, scopes: tuple[str, ...] = (), rule: str | None = None
+          ) -> Decision:
+    return Decision(False, reason, scopes, rule=rule, message=message)
+
+
+class Policy:
+    def __init__(self, config: Config, catalog: Catalog) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.routes: tuple[CompiledRoute, ...] = compile_routes(config.routes)[0]
+        self.clients = {c.name: client_rules(c, catalog) for c in config.clients}
+
+    def authorize(self, identity: ClientIdentity, ctx: RequestContext) -> Decision:
+        rules = self.clients.get(identity.client)
+        if rules is None:
+            return _deny("unknown_client", f"no policy client named {identity.client!r}")
+        decision = self.decide(rules, ctx)
+        if (
+            not decision.allowed
+            and rules.client.mode == "report"
+            and decision.reason not in NEVER_REPORT_ONLY
+        ):
+            return replace(decision, allowed=True, report_only=True)
+        return decision
+
+    def decide(self, rules: ClientRules, ctx: RequestContext) -> Decision:
+        name = rules.client.name
+        method = ctx.effective_method or ctx.method
+        op: Operation | None = ctx.match.operation if ctx.match else None
+        required = op.scopes if op else ()
+        if op is not None and op.deny_reason == "soap_not_supported":
+            return _deny("soap_not_supported", "SOAP web services are not supported")
+        split = split_path(ctx.path)
+        matched: list[tuple[CompiledRoute, Mapping[str, str]]] = []
+        if split is not None and self.routes:
+            original, lowered = split
+            for route in self.routes:
+                params = route.match(ctx.host, method, lowered, original)
+                if params is not None:
+                    matched.append((route, params))
+        for route, _ in matched:
+            if route.rule.deny:
+                return _deny("route_denied", f"denied by route rule {route.name!r}", required,
+                             route.name)
+        for route, _ in matched:
+            allowed = route.rule.clients
+            if allowed is not None and name not in allowed:
+                return _deny(
+                    "client_not_allowed_on_route",
+                    f"route rule {route.name!r} allows only {', '.join(allowed) or 'no clients'}",
+                    required, route.name,
+                )
+        allow = next((r for r, _ in matched if r.rule.allow), None)
+        if op is None and allow is None:
+            return _deny("no_matching_operation",
+                         f"no Azure DevOps operation matches {method} {ctx.path}")
+        if op is not None and op.deny_reason and allow is None:
+            return _deny(op.deny_reason, f"{op.id}: {op.note or op.deny_reason} "
+                         "(a route rule with allow: true can permit it)", required)
+        org, project = _bound(ctx, matched)
+        public = op is not None and op.public
+        denial = _where(rules, org, project, public, required)
+        if denial is not None:
+            return denial
+        if op is not None and not public and not op.deny_reason:
+            if not op.scopes and allow is None:
+                return _deny("missing_scope", f"{op.id}: the Azure DevOps specification states "
+                             "no scope for it; only a route rule with allow: true can permit it")
+            if op.scopes and not any(s in rules.held for s in op.scopes):
+                return _deny("missing_scope", f"{op.id} needs {' or '.join(op.scopes)}; "
+                             f"client {name!r} is granted {', '.join(rules.client.scopes) or 'none'}",
+                             required)
+        extra: list[str] = []
+        for route, _ in matched:
+            for scope in route.rule.scopes:
+                if scope not in rules.held:
+                    return _deny("missing_scope",
+                                 f"route rule {route.name!r} also requires {scope}",
+                                 (*required, *route.rule.scopes), route.name)
+                extra.append(scope)
+        decided_by = allow.name if allow is not None and (op is None or op.deny_reason
+                                                           or not op.scopes) else None
+        return Decision(True, None, (*required, *extra), rule=decided_by)
+
+
+def _bound(
+    ctx: RequestContext, matched: list[tuple[CompiledRoute, Mapping[str, str]]]
+) -> tuple[str | None, str | None]:
+    if ctx.match is not None and ctx.match.operation.id not in ("soap.WebServices", "batch.Batch"):
+        org, project = ctx.match.organization, ctx.match.project
+    else:
+        org = project = None
+        for _, params in matched:
+            org = org or params.get("organization")
+            project = project or next((params[p] for p in PROJECT_PARAMS if p in params), None)
+    return (unquote(org) if org else None), (unquote(project) if project else None)
+
+
+def _where(rules: ClientRules, org: str | None, project: str | None, public: bool,
+           required: tuple[str, ...]) -> Decision | None:
+    """Deny when the organization or project is outside the client's restrictions."""
+    if rules.organizations is not None:
+        if org is None:
+            if not public:
+                return _deny("organization_not_allowed", "the request names no organization; "
+                             f"client is limited to {', '.join(sorted(rules.organizations))}",
+                             required)
+        elif org.lower() not in rules.organizations:
+            return _deny("organization_not_allowed",
+                         f"organization {org!r} is not allowed for this client", required)
+    if rules.projects is not None and not public:
+        if project is None:
+            return _deny("project_not_allowed", "organization-wide operation; client is "
+                         "limited to named projects", required)
+        allowed = rules.projects.get((org or "").lower(), frozenset())
+        if project.lower() not in allowed:
+            return _deny("project_not_allowed",
+                         f"project {project!r} is not allowed for this client", required)
+    return None

@@ -62,7 +62,7 @@ class FixedCatalog(Catalog):
     def __init__(self) -> None:
         super().__init__(tuple(op for _, op in OPERATIONS))
 
-    def match(self, host: str, method: str, path: str) -> Match | None:
+    def match(self, host: str, method: str, path: str, query: str = "") -> Match | None:
         for rx, op in OPERATIONS:
             m = rx.match(path)
             if m and op.method == method:

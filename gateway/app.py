@@ -90,6 +90,7 @@ class Gateway:
     def swap(self, runtime: Runtime) -> Runtime:
         """Install a new Runtime; return the old one (the caller closes it later)."""
         old, self.runtime = self.runtime, runtime
+        self.forwarder.configure(runtime.config)
         return old
 
     # --- middleware, in pipeline order -----------------------------------

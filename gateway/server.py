@@ -1,56 +1,178 @@
-"""Serve: the proxy listener, the admin listener (/healthz, /readyz, /metrics),
-signals and graceful shutdown."""
+"""Serve: the proxy listener, the admin listener, signals and graceful shutdown.
+
+Takes a loaded Config and a started Gateway; serves the proxy on `listen`
+(TLS when `listen.tls` is set, optionally asking for or requiring client
+certificates signed by `client_ca_file`) and the admin endpoints on `admin`:
+
+    /healthz   200 while the process serves
+    /readyz    200 when the upstream credentials are usable, 503 (with why) otherwise
+               and while shutting down
+    /metrics   Prometheus text (the observability stage's view)
+
+SIGTERM or SIGINT: stop accepting, close idle keep-alive connections, let
+requests in flight finish within `limits.shutdown_grace_s`, cancel the rest,
+exit 0.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from gateway.app import Gateway, build_runtime
 from gateway.configure import load_checked
+from gateway.config.model import TLS, Config
+from gateway.errors import ConfigError
+
+log = logging.getLogger("azdo_gateway")
+
+DRAINING = web.AppKey("draining", asyncio.Event)
 
 
-def admin_app(gateway: Gateway) -> web.Application:
+def admin_app(gateway: Gateway, draining: asyncio.Event | None = None) -> web.Application:
+    app = web.Application()
+    app[DRAINING] = draining or asyncio.Event()
+
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
+        if request.app[DRAINING].is_set():
+            return web.json_response({"ready": False, "detail": "shutting down"}, status=503)
         ok, why = gateway.runtime.tokens.ready()
         return web.json_response({"ready": ok, "detail": why}, status=200 if ok else 503)
 
-    app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", gateway.observability.metrics_view)
     return app
 
 
-async def _serve(config_path: str) -> None:
-    config = load_checked(config_path)
+def server_tls(tls: TLS) -> ssl.SSLContext:
+    """The listener's TLS context: TLS 1.2+, client certificates when configured."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file:
+        context.load_verify_locations(cafile=tls.client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return context
+
+
+@dataclass
+class Listeners:
+    """The running proxy and admin servers of one process."""
+
+    proxy: web.AppRunner
+    admin: web.AppRunner
+    draining: asyncio.Event
+    proxy_url: str
+    admin_url: str
+
+    async def stop(self) -> None:
+        """Drain the proxy (within the grace period), then stop the admin server."""
+        self.draining.set()
+        await self.proxy.cleanup()
+        await self.admin.cleanup()
+
+
+def _url(runner: web.AppRunner, scheme: str) -> str:
+    host, port = runner.addresses[0][:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}"
+
+
+async def start_listeners(gateway: Gateway, config: Config) -> Listeners:
+    """Bind both listeners (port 0 picks a free port) and start serving."""
+    cfg = config.gateway
+    limits = cfg.limits
+    proxy = web.AppRunner(
+        gateway.proxy_app(),
+        access_log=None,
+        handler_cancellation=True,  # a client that goes away cancels its upstream call
+        shutdown_timeout=limits.shutdown_grace_s,
+        keepalive_timeout=limits.idle_timeout_s,
+        max_line_size=limits.max_url_length,
+        max_field_size=limits.max_header_bytes,
+    )
+    draining = asyncio.Event()
+    admin = web.AppRunner(admin_app(gateway, draining), access_log=None, shutdown_timeout=1)
+    await proxy.setup()
+    await admin.setup()
+    tls = server_tls(cfg.listen.tls) if cfg.listen.tls else None
+    try:
+        await web.TCPSite(proxy, cfg.listen.host, cfg.listen.port, ssl_context=tls).start()
+        await web.TCPSite(admin, cfg.admin.host, cfg.admin.port).start()
+    except BaseException:
+        await proxy.cleanup()
+        await admin.cleanup()
+        raise
+    return Listeners(proxy, admin, draining, _url(proxy, "https" if tls else "http"),
+                     _url(admin, "http"))
+
+
+async def _serve(config: Config) -> None:
     gateway = Gateway(build_runtime(config))
     await gateway.start()
-    listen, admin = config.gateway.listen, config.gateway.admin
-    runners = []
-    for app, host, port in (
-        (gateway.proxy_app(), listen.host, listen.port),
-        (admin_app(gateway), admin.host, admin.port),
-    ):
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        runners.append(runner)
+    try:
+        listeners = await start_listeners(gateway, config)
+    except BaseException:
+        await gateway.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for runner in runners:
-        await runner.cleanup()
-    await gateway.close()
+    log.info("azdo-gateway serving on %s (admin %s)", listeners.proxy_url, listeners.admin_url)
+    try:
+        await stop.wait()
+        log.info(
+            "shutting down: finishing requests in flight (up to %ss)",
+            config.gateway.limits.shutdown_grace_s,
+        )
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await listeners.stop()
+        await gateway.close()
+    log.info("stopped")
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def serve(config_path: str, *, workers: int = 1) -> int:
-    asyncio.run(_serve(config_path))
+    """`azdo-gateway run`: 0 after a clean shutdown, 1 when it cannot start."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                            stream=sys.stderr)
+    try:
+        config = load_checked(config_path)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    if workers != 1:
+        print("--workers: only 1 is supported; run more instances behind a load balancer",
+              file=sys.stderr)
+        return 1
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(config))
+    except OSError as err:  # the listen address is taken, a TLS file is missing, ...
+        print(f"azdo-gateway: cannot serve: {err}", file=sys.stderr)
+        return 1
     return 0

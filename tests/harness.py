@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.app import Gateway, build_runtime
 from gateway.configure import load_checked
-from gateway.server import admin_app
+from gateway.server import start_listeners
 
 
 def new_key(prefix: str = "azgw_test_") -> tuple[str, str]:
@@ -36,10 +36,6 @@ class RunningGateway:
         await self.gateway.close()
 
 
-def _port(runner: web.AppRunner) -> int:
-    return int(runner.addresses[0][1])
-
-
 async def start_gateway(
     tmp_path: Path, gateway_yaml: dict[str, Any], policies: dict[str, Any]
 ) -> RunningGateway:
@@ -53,21 +49,17 @@ async def start_gateway(
     doc.setdefault("listen", {}).setdefault("port", 0)
     doc["listen"].setdefault("host", "127.0.0.1")
     doc.setdefault("admin", {}).setdefault("port", 0)
+    doc["admin"].setdefault("host", "127.0.0.1")
     cfg_path = tmp_path / "gateway.yaml"
     cfg_path.write_text(yaml.safe_dump(doc))
     config = load_checked(cfg_path)
     gateway = Gateway(build_runtime(config))
     await gateway.start()
-    runners = []
-    for app in (gateway.proxy_app(), admin_app(gateway)):
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
+    listeners = await start_listeners(gateway, config)
     return RunningGateway(
-        url=f"http://127.0.0.1:{_port(runners[0])}",
-        admin_url=f"http://127.0.0.1:{_port(runners[1])}",
+        url=listeners.proxy_url,
+        admin_url=listeners.admin_url,
         gateway=gateway,
-        runners=runners,
+        runners=[listeners.proxy, listeners.admin],
         config_path=cfg_path,
     )

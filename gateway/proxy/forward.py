@@ -1,71 +1,231 @@
-"""Forward one authorized request upstream with the injected credential and
-stream the response back."""
+"""Stage 5: forward one authorized request upstream and stream the answer back.
+
+Takes the client's request and its RequestContext (canonical host, path and
+query, authorized method, identity) and the token broker; returns the
+StreamResponse relayed from Azure DevOps. Bodies stream both ways with
+backpressure and are never held whole in memory, except JSON bodies the
+rewriter asks for, up to `limits.rewrite_max_bytes`.
+
+Raises (before anything was sent to the client): PayloadTooLarge (413),
+UpstreamError (502: unreachable, bad response, our credential rejected),
+UpstreamTimeout (504). Once the response has started, an upstream failure
+aborts the client connection instead: a half-sent body never gets an error
+appended to it.
+"""
 
 from __future__ import annotations
 
+import importlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
 
 from gateway.config.model import Client, Config
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError
 from gateway.observability import Observability
+from gateway.proxy import headers as hdrs
+from gateway.proxy.upstream import BodyReadError, open_session, upstream_errors
 from gateway.tokens import TokenBroker
-from gateway.types import RequestContext
+from gateway.types import RequestContext, UpstreamToken
 
-HOP_BY_HOP = frozenset(
-    h.lower()
-    for h in (
-        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer",
-        "Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization",
-        "Host", "Authorization", "Cookie", "Content-Length",
-    )
-)
+# RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# What Azure DevOps answers a credential it does not accept with: 401, or (when
+# it would rather redirect a browser to sign in) 203 with the sign-in page.
+CREDENTIAL_REJECTED = frozenset({401, 203})
+# Sent on every upstream request: answer 401 instead of a sign-in redirect.
+FEDAUTH = ("X-TFS-FedAuthRedirect", "Suppress")
+
+
+class Rewriter(Protocol):
+    """What `gateway.proxy.rewrite.Rewriter` offers the forwarder."""
+
+    def public_url_for(self, request: web.BaseRequest | None = None) -> str: ...
+    def rewrite_headers(
+        self, headers: Mapping[str, str], *, host: str = ..., public_url: str | None = ...
+    ) -> CIMultiDict[str]: ...
+    def wants_body(self, headers: Mapping[str, str]) -> bool: ...
+    def rewrite_body(
+        self, body: bytes, *, public_url: str | None = ..., content_encoding: str = ...
+    ) -> bytes: ...
+
+
+def load_rewriter(config: Config) -> Rewriter | None:
+    """The response rewriter, or None while `gateway.proxy.rewrite` is absent."""
+    try:
+        module = importlib.import_module("gateway.proxy.rewrite")
+    except ModuleNotFoundError as err:
+        if err.name != "gateway.proxy.rewrite":
+            raise
+        return None
+    rewriter: Rewriter = module.Rewriter(config)
+    return rewriter
+
+
+class RequestBody:
+    """The client's body, streamed upstream once: counted, capped, never buffered."""
+
+    def __init__(self, request: web.Request, ctx: RequestContext, limit: int | None) -> None:
+        self.request, self.ctx, self.limit = request, ctx, limit
+        self.started = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        self.started = True
+        while True:
+            try:
+                chunk = await self.request.content.readany()
+            except Exception as err:  # the client's side broke, not upstream's
+                raise BodyReadError(str(err) or type(err).__name__) from err
+            if not chunk:
+                return
+            self.ctx.bytes_in += len(chunk)
+            if self.limit is not None and self.ctx.bytes_in > self.limit:
+                raise PayloadTooLarge(f"request body is larger than {self.limit} bytes")
+            yield chunk
 
 
 class Forwarder:
+    """One pooled keep-alive ClientSession per process, shared by all requests."""
+
     def __init__(self, config: Config, observability: Observability) -> None:
-        self.config = config
         self.observability = observability
         self.session: aiohttp.ClientSession | None = None
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Take a (re)loaded configuration; the session and its pool stay."""
+        self.config = config
+        self.limits = config.gateway.limits
+        self.hosts = config.gateway.upstream.hosts
+        self.rewriter = load_rewriter(config)
 
     async def start(self) -> None:
-        up = self.config.gateway.upstream
-        self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(sock_connect=up.connect_timeout_s, sock_read=up.read_timeout_s),
-            auto_decompress=False,
-        )
+        self.session = open_session(self.config)
 
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+            self.session = None
+
+    def url(self, ctx: RequestContext) -> URL:
+        target = self.hosts[ctx.host] + ctx.path + ("?" + ctx.query if ctx.query else "")
+        return URL(target, encoded=True)
 
     async def forward(
         self, request: web.Request, ctx: RequestContext, tokens: TokenBroker, client: Client
     ) -> web.StreamResponse:
-        assert self.session is not None and ctx.identity is not None
-        token = await tokens.acquire(ctx.identity, client)
-        ctx.credential = token.credential
-        base = self.config.gateway.upstream.hosts[ctx.host]
-        url = base + ctx.path + (("?" + ctx.query) if ctx.query else "")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        headers["Authorization"] = token.header_value
-        data = request.content if request.body_exists else None
+        assert self.session is not None, "Forwarder.start() was not awaited"
+        assert ctx.identity is not None
+        method = ctx.effective_method or ctx.method
+        limit = self.limits.max_body_bytes
+        if limit is not None and (request.content_length or 0) > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        base = hdrs.to_upstream(request.headers)
+        base[FEDAUTH[0]] = FEDAUTH[1]
+        base["X-Request-ID"] = ctx.request_id
+        body = RequestBody(request, ctx, limit) if request.body_exists else None
+        url = self.url(ctx)
+        for attempt in (1, 2):
+            token = await tokens.acquire(ctx.identity, client)
+            ctx.credential = token.credential
+            headers = CIMultiDict(base)
+            headers["Authorization"] = token.header_value
+            started = time.perf_counter()
+            async with upstream_errors(ctx):
+                async with self.session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body.chunks() if body is not None else None,
+                    allow_redirects=False,
+                ) as up:
+                    ctx.upstream_status = up.status
+                    ctx.activity_id = up.headers.get("ActivityId")
+                    if up.status in CREDENTIAL_REJECTED:
+                        tokens.invalidate(token)
+                        safe = method in IDEMPOTENT and (body is None or not body.started)
+                        if attempt == 1 and safe:
+                            continue
+                        raise _rejected(token, up.status)
+                    return await self.relay(request, ctx, up, started)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def relay(
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        up: aiohttp.ClientResponse,
+        started: float,
+    ) -> web.StreamResponse:
+        """Send upstream's answer to the client: buffered for rewriting, or streamed."""
+        rewriter = self.rewriter
+        prefix: list[bytes] = []
+        body: bytes | None = None
+        if rewriter is not None and request.method != "HEAD" and rewriter.wants_body(up.headers):
+            body, prefix = await self._buffer(up)
+        headers = hdrs.to_client(up.headers, body_rewritten=body is not None)
+        if rewriter is not None:
+            public_url = rewriter.public_url_for(request)
+            headers = rewriter.rewrite_headers(headers, host=ctx.host, public_url=public_url)
+            if body is not None:
+                encoding = up.headers.get("Content-Encoding", "")
+                body = rewriter.rewrite_body(body, public_url=public_url, content_encoding=encoding)
+        headers["X-Request-ID"] = ctx.request_id
+        response = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
+        if body is not None:
+            response.content_length = len(body)
+        await response.prepare(request)
         try:
-            async with self.session.request(
-                request.method, aiohttp.client.URL(url, encoded=True), headers=headers,
-                data=data, allow_redirects=False,
-            ) as up:
-                ctx.upstream_status = up.status
-                response = web.StreamResponse(status=up.status, reason=up.reason)
-                for k, v in up.headers.items():
-                    if k.lower() not in HOP_BY_HOP:
-                        response.headers.add(k, v)
-                await response.prepare(request)
+            if body is not None:
+                await self._send(response, ctx, body)
+            else:
+                for chunk in prefix:
+                    await self._send(response, ctx, chunk)
                 async for chunk in up.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
+                    await self._send(response, ctx, chunk)
+            ctx.upstream_seconds = time.perf_counter() - started
+        except (aiohttp.ClientError, TimeoutError) as err:
+            if isinstance(err, ConnectionResetError):  # the client went away
                 return response
-        except TimeoutError:
-            raise UpstreamTimeout("upstream did not answer in time") from None
-        except aiohttp.ClientConnectionError as err:
-            raise UpstreamError(f"upstream unreachable: {type(err).__name__}") from None
+            # Upstream broke mid-body. The status line is already out, so the
+            # only honest signal left is to cut the connection: a client never
+            # mistakes a truncated body for a whole one.
+            ctx.error_reason = "upstream_timeout" if isinstance(err, TimeoutError) else (
+                "upstream_bad_response"
+            )
+            request.protocol.force_close()
+            return response
+        await response.write_eof()
+        return response
+
+    async def _buffer(self, up: aiohttp.ClientResponse) -> tuple[bytes | None, list[bytes]]:
+        """Read a body the rewriter wants, up to the cap; past it, hand back the prefix."""
+        cap = self.limits.rewrite_max_bytes
+        if up.content_length is not None and up.content_length > cap:
+            return None, []
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in up.content.iter_any():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return None, chunks
+        return b"".join(chunks), []
+
+    @staticmethod
+    async def _send(response: web.StreamResponse, ctx: RequestContext, chunk: bytes) -> None:
+        await response.write(chunk)
+        ctx.bytes_out += len(chunk)
+
+
+def _rejected(token: UpstreamToken, status: int) -> GatewayError:
+    return UpstreamError(
+        f"Azure DevOps rejected the gateway's credential {token.credential!r} (HTTP {status}); "
+        "it may be expired, revoked or lack access to this organization",
+        reason="upstream_credential_rejected",
+    )

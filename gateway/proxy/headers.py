@@ -1,0 +1,93 @@
+"""Clean the headers that cross the gateway, in both directions.
+
+Takes the client's request headers (`to_upstream`) or upstream's response
+headers (`to_client`) and returns a new multidict without the headers that
+must not cross. Matching is case-insensitive and is done again after mapping
+`_` to `-`, because some servers treat `X_Foo` as `X-Foo`. Nothing here
+rejects a request; the caller adds what the gateway itself sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+Headers = CIMultiDict[str] | CIMultiDictProxy[str]
+
+# RFC 9110 §7.6.1: "Intermediaries MUST parse a received Connection header field
+# before a message is forwarded and, for each connection-option in this field,
+# remove any header or trailer field(s) from the message with the same name as
+# the connection-option, and then remove the Connection header field itself".
+# The section also names Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and
+# Upgrade; Trailer is hop-by-hop since RFC 2616 §13.5.1.
+HOP_BY_HOP = frozenset(
+    {"connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding",
+     "upgrade"}
+)
+
+# SECURITY: the client's own credentials never reach Azure DevOps: the gateway
+# injects the upstream credential itself. Host is upstream's (aiohttp sets it
+# from the URL). Expect is answered by the gateway's own server.
+CLIENT_ONLY = frozenset({"authorization", "cookie", "host", "expect"})
+
+# Method-override headers are authorized as the method they name and the
+# request is sent upstream with that method, so the header itself is dropped.
+METHOD_OVERRIDE = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+
+# Headers the gateway sets itself toward upstream; a client's copy is dropped.
+GATEWAY_SET = frozenset({"x-request-id", "x-tfs-fedauthredirect"})
+
+# SECURITY: upstream cookies are a session of the injected identity, not of the
+# client; Alt-Svc would advertise Azure DevOps' own endpoints for the gateway's
+# origin. The gateway sets its own X-Request-ID on every answer.
+UPSTREAM_ONLY = frozenset({"set-cookie", "set-cookie2", "alt-svc", "x-request-id"})
+
+
+def normalize(name: str) -> str:
+    """The name headers are compared by: lower case, `_` read as `-`."""
+    return name.strip().lower().replace("_", "-")
+
+
+def connection_options(headers: Headers) -> frozenset[str]:
+    """Every header name listed in `Connection` (and the legacy Proxy-Connection)."""
+    names: set[str] = set()
+    for field in ("Connection", "Proxy-Connection"):
+        for value in headers.getall(field, ()):
+            names.update(normalize(token) for token in value.split(",") if token.strip())
+    return frozenset(names)
+
+
+def _clean(headers: Headers, drop: Iterable[str], *, drop_proxy: bool) -> CIMultiDict[str]:
+    banned = HOP_BY_HOP | connection_options(headers) | frozenset(drop)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        key = normalize(name)
+        if key in banned or (drop_proxy and key.startswith("proxy-")):
+            continue
+        out.add(name, value)
+    return out
+
+
+def to_upstream(headers: Headers) -> CIMultiDict[str]:
+    """The client's headers that may be sent to Azure DevOps.
+
+    Drops hop-by-hop headers and those named in `Connection`, the client's
+    `Authorization` and `Cookie`, every `Proxy-*`, the method-override headers
+    and the ones the gateway sets itself. `Content-Length` stays: the body is
+    streamed through unchanged.
+    """
+    return _clean(headers, CLIENT_ONLY | METHOD_OVERRIDE | GATEWAY_SET, drop_proxy=True)
+
+
+def to_client(headers: Headers, *, body_rewritten: bool = False) -> CIMultiDict[str]:
+    """Upstream's response headers that may be sent to the client.
+
+    Drops hop-by-hop headers and those named in `Connection`, `Proxy-*`
+    (Proxy-Authenticate is hop-by-hop for the gateway's own hop), cookies,
+    `Alt-Svc`, and `Content-Length` when the body is rewritten. Azure DevOps'
+    own headers (ActivityId, X-TFS-*, X-VSS-*, X-RateLimit-*, Retry-After,
+    x-ms-continuationtoken, ...) pass.
+    """
+    drop = UPSTREAM_ONLY | ({"content-length"} if body_rewritten else set())
+    return _clean(headers, drop, drop_proxy=True)

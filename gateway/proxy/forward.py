@@ -175,7 +175,6 @@ class Forwarder:
             if body is not None:
                 encoding = up.headers.get("Content-Encoding", "")
                 body = rewriter.rewrite_body(body, public_url=public_url, content_encoding=encoding)
-        headers["X-Request-ID"] = ctx.request_id
         response = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
         if body is not None:
             response.content_length = len(body)

@@ -23,7 +23,7 @@ PAT_HEADER = aiohttp.encode_basic_auth("", PAT)
 
 
 class AnyOperation(Catalog):
-    def match(self, host: str, method: str, path: str) -> Match | None:
+    def match(self, host: str, method: str, path: str, query: str = "") -> Match | None:
         op = Operation(id="test.Any", area="test", host=host, method=method, template=path,
                        scopes=())
         return Match(operation=op, params={}, organization=None, project=None)

@@ -12,6 +12,7 @@ requests in flight keep the Runtime they started with.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -50,6 +51,11 @@ class Runtime:
     tokens: TokenBroker
 
 
+# The Runtime a request started with; every stage of that request uses it, so a
+# reload never shows one request half of the old policy and half of the new.
+RUNTIME = web.RequestKey("runtime", Runtime)
+
+
 def build_runtime(config: Config, catalog: Catalog | None = None) -> Runtime:
     catalog = catalog or Catalog.builtin()
     return Runtime(
@@ -76,6 +82,8 @@ class Gateway:
         self.observability = observability or Observability(runtime.config)
         self.forwarder = Forwarder(runtime.config, self.observability)
         self.limits = Limiter()
+        self._users: dict[int, int] = {}  # id(Runtime) -> requests pinned to it
+        self._idle: dict[int, asyncio.Event] = {}
 
     async def start(self) -> None:
         await self.forwarder.start()
@@ -93,6 +101,22 @@ class Gateway:
         self.forwarder.configure(runtime.config)
         return old
 
+    async def retire(self, old: Runtime, grace_s: float) -> bool:
+        """Wait (up to `grace_s`) until no request uses `old`, then close it.
+        True if it drained in time."""
+        drained = True
+        if id(old) in self._users:
+            idle = self._idle.setdefault(id(old), asyncio.Event())
+            try:
+                async with asyncio.timeout(grace_s):
+                    await idle.wait()
+            except TimeoutError:
+                drained = False
+            self._idle.pop(id(old), None)
+        await old.tokens.close()
+        await old.authn.close()
+        return drained
+
     # --- middleware, in pipeline order -----------------------------------
 
     @web.middleware
@@ -100,7 +124,17 @@ class Gateway:
         given = request.headers.get("X-Request-ID", "")
         rid = given if _REQUEST_ID.match(given) else str(uuid.uuid4())
         request[CTX] = RequestContext(request_id=rid, method=request.method.upper())
-        return await handler(request)
+        rt = request[RUNTIME] = self.runtime
+        key = id(rt)
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            return await handler(request)
+        finally:
+            left = self._users.pop(key) - 1
+            if left:
+                self._users[key] = left
+            elif key in self._idle:
+                self._idle[key].set()
 
     @web.middleware
     async def observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -136,7 +170,7 @@ class Gateway:
 
     @web.middleware
     async def shed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        self.limits.enter(self.runtime.config.gateway.limits.max_inflight)
+        self.limits.enter(request[RUNTIME].config.gateway.limits.max_inflight)
         try:
             return await handler(request)
         finally:
@@ -145,7 +179,7 @@ class Gateway:
     @web.middleware
     async def canonicalize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         ctx = request[CTX]
-        gw = self.runtime.config.gateway
+        gw = request[RUNTIME].config.gateway
         target = canonicalize(
             request.raw_path, gw.upstream.hosts, max_length=gw.limits.max_url_length
         )
@@ -156,14 +190,14 @@ class Gateway:
     @web.middleware
     async def authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         ctx = request[CTX]
-        ctx.identity = await self.runtime.authn.authenticate(request, ctx)
+        ctx.identity = await request[RUNTIME].authn.authenticate(request, ctx)
         return await handler(strip_credentials(request))
 
     @web.middleware
     async def limit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         ctx = request[CTX]
         assert ctx.identity is not None
-        client = self.runtime.config.client(ctx.identity.client)
+        client = request[RUNTIME].config.client(ctx.identity.client)
         if client is None:
             return await handler(request)
         return await self.limits.guard(
@@ -173,7 +207,7 @@ class Gateway:
     @web.middleware
     async def authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         ctx = request[CTX]
-        rt = self.runtime
+        rt = request[RUNTIME]
         assert ctx.identity is not None
         ctx.match = rt.catalog.match(ctx.host, ctx.effective_method, ctx.path, ctx.query)
         decision = rt.policy.authorize(ctx.identity, ctx)
@@ -191,9 +225,10 @@ class Gateway:
     async def forward(self, request: web.Request) -> web.StreamResponse:
         ctx = request[CTX]
         assert ctx.identity is not None
-        client = self.runtime.config.client(ctx.identity.client)
+        rt = request[RUNTIME]
+        client = rt.config.client(ctx.identity.client)
         assert client is not None
-        return await self.forwarder.forward(request, ctx, self.runtime.tokens, client)
+        return await self.forwarder.forward(request, ctx, rt.tokens, client)
 
     def pipeline(self) -> list[Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]]:
         return [

@@ -30,6 +30,7 @@ from gateway.app import Gateway, build_runtime
 from gateway.configure import load_checked
 from gateway.config.model import TLS, Config
 from gateway.errors import ConfigError
+from gateway.reload import Reloader
 
 log = logging.getLogger("azdo_gateway")
 
@@ -126,6 +127,8 @@ async def _serve(config: Config) -> None:
     except BaseException:
         await gateway.close()
         raise
+    reloader = Reloader(gateway, config.path)
+    reloader.start()  # SIGHUP and changes to any config or policy file
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -140,6 +143,7 @@ async def _serve(config: Config) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        await reloader.close()
         await listeners.stop()
         await gateway.close()
     log.info("stopped")

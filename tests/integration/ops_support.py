@@ -94,6 +94,7 @@ class Tokens:
     """The real TokenBroker, except credential `broken` never yields a token."""
 
     def __init__(self, config: Config) -> None:
+        self.config = config
         self.inner = TokenBroker(config)
 
     async def start(self) -> None:
@@ -106,6 +107,10 @@ class Tokens:
         return self.inner.ready()
 
     async def acquire(self, identity: ClientIdentity, client: Client) -> UpstreamToken:
+        if not any(c is client for c in self.config.clients):
+            # the request's client came from another configuration than these tokens:
+            # a request that saw half of one reload and half of another
+            raise CredentialUnavailable("client and token broker from different configurations")
         if client.credential == "broken":
             raise CredentialUnavailable("credential 'broken' cannot get a token")
         return await self.inner.acquire(identity, client)
@@ -114,14 +119,23 @@ class Tokens:
         self.inner.invalidate(token)
 
 
+class PausingAuthentication(Authentication):
+    """Real key authentication that yields to the event loop first, as an Entra
+    token check that fetches keys would: a reload can happen meanwhile."""
+
+    async def authenticate(self, request: web.Request, ctx: RequestContext) -> ClientIdentity:
+        await asyncio.sleep(0.001)
+        return await super().authenticate(request, ctx)
+
+
 def runtime(config: Config) -> Runtime:
     return Runtime(
         config=config,
         catalog=FixedCatalog(),
         policy=ScopePolicy(config),  # type: ignore[arg-type]
-        authn=Authentication(config),
-        tokens=Tokens(config),
-    )  # type: ignore[arg-type]
+        authn=PausingAuthentication(config),
+        tokens=Tokens(config),  # type: ignore[arg-type]
+    )
 
 
 def audit_lines(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,178 @@
+"""Hot reload under load: zero failed requests, atomic policy, bad configs refused."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import aiohttp
+import pytest
+import yaml
+
+from gateway.reload import Reloader
+from tests.harness import new_key
+from tests.integration.ops_support import Upstream, metric, metric_values, runtime
+
+REPOS = "/fabrikam/Fiber/_apis/git/repositories"
+
+
+@pytest.fixture
+async def upstream():
+    up = await Upstream().start()
+    yield up
+    await up.close()
+
+
+def policy(version: str, digest: str) -> dict:
+    """Version a injects credential a (PAT pat-a), version b credential b: a request
+    that mixed the two would find no token for its credential and fail."""
+    return {
+        "clients": [
+            {
+                "name": "ci",
+                "credential": version,
+                "scopes": ["vso.code"],
+                "description": f"version {version}",
+                "api_keys": [{"id": "k1", "sha256": digest}],
+            }
+        ]
+    }
+
+
+async def start(make_gateway, upstream, digest, **kw):
+    gw = await make_gateway(
+        {
+            "upstream": {"hosts": {"main": upstream.url}},
+            "credentials": {
+                "a": {"type": "pat", "pat": "pat-a"},
+                "b": {"type": "pat", "pat": "pat-b"},
+            },
+        },
+        {"ci.yaml": policy("a", digest)},
+    )
+    gw.gateway.swap(runtime(gw.gateway.runtime.config))
+    reloader = Reloader(gw.gateway, gw.config_path, build=runtime, **kw)
+    return gw, reloader
+
+
+def write_policy(gw, body) -> None:
+    path = gw.config_path.parent / "policies" / "ci.yaml"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(body if isinstance(body, str) else yaml.safe_dump(body))
+    os.replace(tmp, path)
+
+
+@pytest.mark.slow
+async def test_reload_under_load_drops_nothing_and_never_mixes_policies(make_gateway, upstream):
+    key, digest = new_key()
+    gw, reloader = await start(make_gateway, upstream, digest)
+    auth = {"Authorization": aiohttp.encode_basic_auth("", key)}
+    results: list[tuple[int, str]] = []
+    stop = asyncio.Event()
+
+    async def client(s: aiohttp.ClientSession) -> None:
+        while not stop.is_set():
+            async with s.get(gw.url + REPOS, headers=auth) as r:
+                await r.read()
+                results.append((r.status, r.headers["X-Request-ID"]))
+
+    async with aiohttp.ClientSession() as s:
+        load = [asyncio.ensure_future(client(s)) for _ in range(8)]
+        for i in range(20):
+            write_policy(gw, policy("b" if i % 2 == 0 else "a", digest))
+            assert await reloader.reload(f"test {i}")
+            await asyncio.sleep(0.01)  # let some requests run on each generation
+        stop.set()
+        await asyncio.gather(*load)
+        async with s.get(gw.admin_url + "/metrics") as r:
+            m = metric_values(await r.text())
+        await reloader.close()
+
+    assert len(results) > 100
+    assert [st for st, _ in results if st != 200] == []
+    pats = {r.headers["Authorization"] for r in upstream.seen}
+    assert pats == {
+        "Basic " + __import__("base64").b64encode(p).decode() for p in (b":pat-a", b":pat-b")
+    }
+    assert reloader.generation == 20
+    assert metric(m, "azdo_gateway_config_reloads_total", result="success") == 20
+    assert gw.gateway._users == {}  # every old runtime drained
+
+
+async def test_bad_config_is_refused_and_old_one_keeps_serving(make_gateway, upstream, caplog):
+    key, digest = new_key()
+    gw, reloader = await start(make_gateway, upstream, digest)
+    auth = {"Authorization": aiohttp.encode_basic_auth("", key)}
+    before = gw.gateway.runtime
+    bad = policy("a", digest)
+    bad["clients"][0]["credential"] = "no-such-credential"
+    bad["clients"][0]["scopse"] = ["vso.code"]
+    write_policy(gw, bad)
+    with caplog.at_level(logging.ERROR, logger="azdo_gateway.reload"):
+        assert await reloader.reload("test") is False
+    assert gw.gateway.runtime is before
+    assert "refused, keeping the running one" in caplog.text
+    assert "ci.yaml" in reloader.last_error and "scopse" in reloader.last_error
+    write_policy(gw, "clients: [unclosed\n")
+    assert await reloader.reload("test") is False
+    async with aiohttp.ClientSession() as s:
+        async with s.get(gw.url + REPOS, headers=auth) as r:
+            assert r.status == 200
+        write_policy(gw, policy("b", digest))
+        assert await reloader.reload("test") is True
+        async with s.get(gw.url + REPOS, headers=auth) as r:
+            assert r.status == 200
+        async with s.get(gw.admin_url + "/metrics") as r:
+            m = metric_values(await r.text())
+    assert upstream.seen[-1].headers["Authorization"].endswith("OnBhdC1i")  # ":pat-b"
+    assert metric(m, "azdo_gateway_config_reloads_total", result="failure") == 2
+    assert metric(m, "azdo_gateway_config_reloads_total", result="success") == 1
+    await reloader.close()
+
+
+async def test_file_change_is_noticed_once_settled(make_gateway, upstream):
+    key, digest = new_key()
+    gw, reloader = await start(make_gateway, upstream, digest, interval_s=0.01)
+    assert await reloader.poll() is None  # nothing changed
+    write_policy(gw, policy("b", digest))
+    assert await reloader.poll() is True
+    assert gw.gateway.runtime.config.clients[0].credential == "b"
+    assert await reloader.poll() is None
+    # a new policy file matching the glob counts as a change
+    extra = gw.config_path.parent / "policies" / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"clients": [{"name": "other", "credential": "a"}]}))
+    assert await reloader.poll() is True
+    assert [c.name for c in gw.gateway.runtime.config.clients] == ["ci", "other"]
+    extra.unlink()
+    assert await reloader.poll() is True
+    assert [c.name for c in gw.gateway.runtime.config.clients] == ["ci"]
+    await reloader.close()
+
+
+async def test_sighup_reopens_audit_and_reloads(make_gateway, upstream):
+    key, digest = new_key()
+    gw, reloader = await start(make_gateway, upstream, digest)
+    reloader.start()
+    try:
+        write_policy(gw, policy("b", digest))
+        audit = gw.config_path.parent / "audit.jsonl"
+        audit.write_text("")
+        os.rename(audit, audit.with_suffix(".1"))
+        done = asyncio.Event()
+        orig = reloader.reload
+
+        async def traced(why: str = "") -> bool:
+            ok = await orig(why)
+            done.set()
+            return ok
+
+        reloader.reload = traced  # type: ignore[method-assign]
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.wait_for(done.wait(), 5)
+        assert gw.gateway.runtime.config.clients[0].credential == "b"
+        assert audit.exists()  # reopened under its name
+    finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        await reloader.close()

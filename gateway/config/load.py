@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.config.messages import did_you_mean, problems_from
 from gateway.config.model import Client, Config, GatewayConfig, Route
 from gateway.config.reader import Document, read
-from gateway.config.sources import PathKey, Problem, SourceMap
+from gateway.config.sources import PathKey, Problem, SourceMap, format_key
 from gateway.config.validate import validate_all
 from gateway.errors import ConfigError
 
@@ -135,11 +135,12 @@ class _Loader:
             if not matched:
                 where = ("policies", index)
                 line = gateway_doc.lines.get(where)
+                shown = display(os.path.join(self.base, os.path.expanduser(pattern)))
                 if glob.has_magic(pattern):
-                    message = f"'{pattern}' matches no file (relative to {display(self.base)})"
+                    message = f"'{shown}' matches no file"
                     self.problems.append(Problem(gateway_doc.file, line, "policies", message, True))
                 else:
-                    message = f"no such file: '{pattern}' (relative to {display(self.base)})"
+                    message = f"no such file: {shown}"
                     self.problems.append(
                         Problem(gateway_doc.file, line, f"policies[{index}]", message)
                     )
@@ -180,8 +181,9 @@ class _Loader:
             for i, item in enumerate(items):
                 value = _validate(model, item, doc, (section, i), self.problems)
                 if value is None:
-                    if section == "clients" and isinstance(item, dict) and "name" in item:
-                        self.broken_clients.add(str(item["name"]))
+                    if section == "clients":
+                        name = item.get("name") if isinstance(item, dict) else None
+                        self.broken_clients.add(str(name) if name is not None else "")
                     continue
                 into.append(value)
                 src.append((doc.file, i))
@@ -211,8 +213,14 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
             files=tuple(loader.files),
             sources=sources,
         )
-        from_env = {(doc.file, p) for doc in loader.docs for p in doc.from_env}
-        problems.extend(validate_all(config, from_env))
+        from_env = {(doc.file, p): n for doc in loader.docs for p, n in doc.from_env.items()}
+        # A value whose ${VAR} failed is reported once, not again by the cross-checks.
+        unresolved = {(doc.file, format_key(p)) for doc in loader.docs for p in doc.unresolved}
+        problems.extend(
+            p
+            for p in validate_all(config, from_env)
+            if not any(p.file == f and (p.key + ".").startswith(k + ".") for f, k in unresolved)
+        )
     order = {name: i for i, name in enumerate(sources.files)}
     problems.sort(key=lambda p: (order.get(p.file, len(order)), p.line or 0))
     errors = [str(p) for p in problems if not p.warning]

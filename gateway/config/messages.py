@@ -131,6 +131,10 @@ def _resolve(
     return tuple(path), tuple(rest), tp, parent
 
 
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing (null)"
@@ -174,24 +178,31 @@ def _expected(err: ErrorDetails, tp: Any) -> str | None:
             return " or ".join(f"'{c}'" for c in choices)
         return str(ctx.get("expected", "one of the allowed values"))
     if kind == "greater_than":
-        return f"a number greater than {ctx['gt']}"
+        return f"a number greater than {_number(ctx['gt'])}"
     if kind == "greater_than_equal":
-        return f"a number of at least {ctx['ge']}"
+        return f"a number of at least {_number(ctx['ge'])}"
     if kind == "less_than":
-        return f"a number less than {ctx['lt']}"
+        return f"a number less than {_number(ctx['lt'])}"
     if kind == "less_than_equal":
-        return f"a number of at most {ctx['le']}"
+        return f"a number of at most {_number(ctx['le'])}"
     return None
 
 
+def _got(value: Any, hide: bool, env: tuple[str, ...]) -> str:
+    """ ", got <value>" unless the value may be secret; then only where it came from."""
+    if env:
+        return f" (the value of {', '.join(env)})"
+    return "" if hide else f", got {_kind(value)}"
+
+
 def _message(
-    err: ErrorDetails, path: PathKey, tp: Any, parent: Any, hide: bool
+    err: ErrorDetails, path: PathKey, tp: Any, parent: Any, hide: bool, env: tuple[str, ...] = ()
 ) -> tuple[PathKey, str]:
     """(where to report, message) for one resolved error."""
     kind = err["type"]
     ctx = err.get("ctx", {})
     value = err["input"]
-    got = "" if hide else f", got {_kind(value)}"
+    got = _got(value, hide, env)
     last = path[-1] if path else ""
     if kind == "missing":
         hint = HINTS.get(str(last))
@@ -229,7 +240,7 @@ def _message(
     wanted = _expected(err, tp)
     if wanted is not None:
         quote = ""
-        if kind == "string_type" and isinstance(value, int | float | bool | dt.date) and not hide:
+        if kind == "string_type" and isinstance(value, int | float | bool | dt.date) and got:
             quote = " (put it in quotes)"
         return path, f"expected {wanted}{got}{quote}"
     msg = err["msg"]
@@ -252,16 +263,17 @@ def problems_from(
         full = (*prefix, *path)
         if any(full[:n] in doc.unresolved for n in range(len(full) + 1)):
             continue  # already reported: a ${VAR} there could not be substituted
-        hide = bool(path) and (str(path[-1]) in SECRET_KEYS or full in doc.from_env)
+        hide = bool(path) and str(path[-1]) in SECRET_KEYS
+        env = () if hide else doc.from_env.get(full, ())
         if rest and _expected(err, tp) is not None:
             unions.setdefault(full, []).append((err, tp))
             continue
-        where, message = _message(err, path, tp, parent, hide)
+        where, message = _message(err, path, tp, parent, hide, env)
         out[((*prefix, *where), message)] = None
     for full, errs in unions.items():
         expected = list(dict.fromkeys(str(_expected(e, t)) for e, t in errs))
-        hide = str(full[-1]) in SECRET_KEYS or full in doc.from_env if full else False
-        got = "" if hide else f", got {_kind(errs[0][0]['input'])}"
+        hide = bool(full) and str(full[-1]) in SECRET_KEYS
+        got = _got(errs[0][0]["input"], hide, () if hide else doc.from_env.get(full, ()))
         out[(full, f"expected {' or '.join(expected)}{got}")] = None
     return [
         Problem(doc.file, _line(doc, where), format_key(where) if where else "", message)

@@ -28,6 +28,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from gateway.config.sources import PathKey, Problem, format_key
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -37,7 +38,7 @@ class Document:
     data: Any = None  # None: empty or unusable
     empty: bool = False  # the file holds no document (or only comments)
     lines: dict[PathKey, int] = field(default_factory=dict)
-    from_env: set[PathKey] = field(default_factory=set)  # values with a ${VAR} in them
+    from_env: dict[PathKey, tuple[str, ...]] = field(default_factory=dict)  # values with ${VAR}s
     unresolved: set[PathKey] = field(default_factory=set)  # values whose ${VAR} failed
     problems: list[Problem] = field(default_factory=list)
 
@@ -47,10 +48,11 @@ class Document:
         self.problems.append(Problem(self.file, line, format_key(path) if path else "", message))
 
 
-def substitute(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
-    """Expand `${VAR}` references in `text`; return the result and the problems."""
+def substitute(text: str, env: Mapping[str, str]) -> tuple[str, list[str], list[str]]:
+    """Expand `${VAR}` references in `text`; return the result, the problems, the names."""
     out: list[str] = []
     problems: list[str] = []
+    names: list[str] = []
     i = 0
     while True:
         j = text.find("$", i)
@@ -81,6 +83,7 @@ def substitute(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
                 "(expected ${NAME}, ${NAME:-default} or ${NAME-default})"
             )
             continue
+        names.append(name)
         value = env.get(name)
         if op == ":-" and not value:
             value = default
@@ -93,7 +96,7 @@ def substitute(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
             )
             continue
         out.append(value)
-    return "".join(out), problems
+    return "".join(out), problems, names
 
 
 def _split_ref(ref: str) -> tuple[str, str, str]:
@@ -115,6 +118,10 @@ class _Builder:
         self.doc.lines.setdefault(path, node.start_mark.line + 1)
         if id(node) in self.active:
             self.doc.problem(path, "recursive YAML alias")
+            return None
+        if isinstance(node, MappingNode | SequenceNode) and node.tag not in _COLLECTION_TAGS:
+            self.doc.problem(path, f"unsupported YAML tag '{node.tag}'")
+            self.doc.unresolved.add(path)
             return None
         self.active.add(id(node))
         try:
@@ -152,8 +159,9 @@ class _Builder:
 
     def _scalar(self, node: ScalarNode, path: PathKey) -> Any:
         if node.tag == _STR_TAG and "$" in node.value:
-            value, problems = substitute(node.value, self.env)
-            self.doc.from_env.add(path)
+            value, problems, names = substitute(node.value, self.env)
+            if names:
+                self.doc.from_env[path] = tuple(names)
             if problems:
                 self.doc.unresolved.add(path)
             for message in problems:
@@ -161,8 +169,9 @@ class _Builder:
             return value
         try:
             return self.constructor.construct_object(node, deep=True)
-        except yaml.MarkedYAMLError as err:
-            self.doc.problem(path, f"unsupported YAML value: {err.problem}")
+        except yaml.MarkedYAMLError:
+            self.doc.problem(path, f"unsupported YAML tag '{node.tag}'")
+            self.doc.unresolved.add(path)
             return None
 
 
@@ -190,8 +199,12 @@ def read(path: Path, display: str, env: Mapping[str, str]) -> Document:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         message = f"YAML syntax error: {err.problem or err.context}"
-        if err.context and err.problem and err.context_mark is not None:
+        if err.context == "expected a single document in the stream":
+            message = "YAML syntax error: a second document ('---') where one is expected"
+        elif err.context and err.problem and err.context_mark is not None:
             message += f" ({err.context} at line {err.context_mark.line + 1})"
+        if "'\\t'" in message:
+            message += "; indent with spaces, not tabs"
         doc.problem((), message, mark.line + 1 if mark is not None else None)
         return doc
     except yaml.YAMLError as err:

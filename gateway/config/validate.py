@@ -11,15 +11,14 @@ import datetime as dt
 import os
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from gateway.config.messages import SECRET_KEYS, did_you_mean
+from gateway.config.messages import did_you_mean
 from gateway.config.model import (
     ClientCertificateCredential,
     ClientSecretCredential,
     Config,
-    ManagedIdentityCredential,
     OnBehalfOfCredential,
     PatCredential,
     WorkloadIdentityCredential,
@@ -61,6 +60,11 @@ def validate_credential_refs(config: Config) -> list[Problem]:
                 "caller's Entra ID token: this client needs an `entra` section"
             )
             out.append(config.sources.problem(("clients", i, "credential"), message))
+    used = {client.credential for client in config.clients}
+    for name in creds:
+        if name not in used:
+            message = "not used by any client"
+            out.append(config.sources.problem(("credentials", name), message, warning=True))
     return out
 
 
@@ -68,21 +72,24 @@ def validate_identity(config: Config) -> list[Problem]:
     """identity.tenant_id when Entra is used; audiences when clients send Entra tokens."""
     identity = config.gateway.identity
     out = []
-    needs_tenant = [
-        f"credential '{name}'"
+    entra_creds = [
+        name
         for name, cred in config.gateway.credentials.items()
         if isinstance(cred, ENTRA_CREDENTIALS) and not cred.tenant_id
     ]
     entra_clients = [c.name for c in config.clients if c.entra is not None]
-    if entra_clients:
-        needs_tenant.append(f"client '{entra_clients[0]}' (entra)")
-    if needs_tenant and not identity.tenant_id:
-        message = f"required when Entra ID is used (by {', '.join(needs_tenant)})"
+    if (entra_creds or entra_clients) and not identity.tenant_id:
+        users = []
+        if entra_creds:
+            users.append(f"credentials: {', '.join(entra_creds)}")
+        if entra_clients:
+            users.append(f"Entra ID clients: {', '.join(entra_clients)}")
+        message = f"required when Entra ID is used ({'; '.join(users)})"
         out.append(config.sources.problem(("identity", "tenant_id"), message))
     if entra_clients and not identity.audiences:
         message = (
-            "required when clients authenticate with Entra ID tokens (clients: "
-            f"{', '.join(entra_clients)}); e.g. [api://azdo-gateway]"
+            "required when clients authenticate with Entra ID tokens "
+            f"(Entra ID clients: {', '.join(entra_clients)}), e.g. [api://azdo-gateway]"
         )
         out.append(config.sources.problem(("identity", "audiences"), message))
     for i, client in enumerate(config.clients):
@@ -116,7 +123,7 @@ def validate_unique(config: Config) -> list[Problem]:
             digest = key.sha256.lower()
             if digest in hashes:
                 at = src.locate(hashes[digest])
-                out.append(src.problem(path, f"the same key hash is already used at {at}"))
+                out.append(src.problem(path, f"duplicate key hash (also at {at})"))
             else:
                 hashes[digest] = path
     routes: dict[str, PathKey] = {}
@@ -276,7 +283,7 @@ def validate_clients(config: Config) -> list[Problem]:
             if expires is not None and expires < today:
                 message = f"key '{key.id}' expired on {expires.isoformat()}"
                 out.append(at(("clients", i, "api_keys", k, "expires"), message, warning=True))
-    if not config.clients:
+    if not config.clients and not config.sources.broken_clients:
         out.append(
             at(("policies",), "no clients are defined: every request is denied", warning=True)
         )
@@ -305,23 +312,34 @@ def validate_listen(config: Config) -> list[Problem]:
     return out
 
 
-def validate_inline_secrets(config: Config, from_env: set[tuple[str, PathKey]]) -> list[Problem]:
-    """Warn about secrets written into the file instead of ${ENV} or a `*_file`."""
+def validate_secrets(
+    config: Config, from_env: Mapping[tuple[str, PathKey], tuple[str, ...]]
+) -> list[Problem]:
+    """Warn about empty secrets, and secrets written into the file instead of ${ENV}."""
     out = []
     src = config.sources
     for name, cred in config.gateway.credentials.items():
-        if isinstance(cred, ManagedIdentityCredential):
-            continue
-        for key in SECRET_KEYS:
+        for key in ("client_secret", "pat", "certificate_password"):
+            value = getattr(cred, key, None)
+            if value is None:
+                continue
             path: PathKey = ("credentials", name, key)
-            if getattr(cred, key, None) is not None and (src.gateway_file, path) not in from_env:
-                alt = " or " + key + "_file" if key != "certificate_password" else ""
+            if not value.get_secret_value():
+                message = "is empty: upstream tokens cannot be acquired with it"
+                names = from_env.get((src.gateway_file, path))
+                if names:
+                    message += f" (is {' or '.join(names)} set?)"
+                out.append(src.problem(path, message, warning=True))
+            elif (src.gateway_file, path) not in from_env:
+                alt = f" or {key}_file" if key != "certificate_password" else ""
                 message = f"secret written inline: use ${{ENV}}{alt}"
                 out.append(src.problem(path, message, warning=True))
     return out
 
 
-def validate_all(config: Config, from_env: set[tuple[str, PathKey]] | None = None) -> list[Problem]:
+def validate_all(
+    config: Config, from_env: Mapping[tuple[str, PathKey], tuple[str, ...]] | None = None
+) -> list[Problem]:
     """Every cross-check; `from_env`: (file, path) of values that came from ${ENV}."""
     problems: list[Problem] = []
     for check in (
@@ -334,5 +352,5 @@ def validate_all(config: Config, from_env: set[tuple[str, PathKey]] | None = Non
         validate_listen,
     ):
         problems.extend(check(config))
-    problems.extend(validate_inline_secrets(config, from_env or set()))
+    problems.extend(validate_secrets(config, from_env or {}))
     return problems

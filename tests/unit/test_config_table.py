@@ -1,0 +1,55 @@
+"""Broken configurations and the exact output of `azdo-gateway check` for each.
+
+Every case in tests/data/configs/*.yaml holds the files to write (`files`:
+name -> text, null for a directory, {latin1: text} for non-UTF-8 bytes),
+optional environment variables (`env`), the expected exit code (`exit`,
+default 1) and the exact text `check` prints (`output`), compared word for word.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.cli import main
+
+CASES = sorted((Path(__file__).parent.parent / "data" / "configs").glob("*.yaml"))
+
+
+def _case(path: Path) -> dict[str, Any]:
+    case: dict[str, Any] = yaml.safe_load(path.read_text())
+    return case
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_check_output(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = _case(path)
+    for text in case["files"].values():  # variables the case relies on being unset
+        for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", str(text)):
+            monkeypatch.delenv(name, raising=False)
+    for name, text in case["files"].items():
+        target = tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            target.mkdir(exist_ok=True)
+        elif isinstance(text, dict):
+            target.write_bytes(text["latin1"].encode("latin-1"))
+        else:
+            target.write_text(text)
+    for name, value in (case.get("env") or {}).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    code = main(["check", "-c", case.get("config", "gateway.yaml")])
+    out = capsys.readouterr().out
+    assert out == case["output"]
+    assert code == case.get("exit", 1)
+
+
+def test_cases_exist() -> None:
+    assert len(CASES) >= 30

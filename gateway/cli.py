@@ -11,6 +11,7 @@ VERBS = {
     "run": "run",
     "check": "check",
     "keygen": "keygen",
+    "explain": "explain",
 }
 
 

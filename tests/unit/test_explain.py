@@ -11,19 +11,19 @@ POLICY = """\
 clients:
   - name: ci
     credential: server
-    api_keys: [{id: k1, sha256: "%s"}]
+    api_keys: [{id: k1, sha256: "ZEROS"}]
     scopes: [vso.code]
     projects: [fabrikam/Fiber]
   - name: watcher
     credential: server
-    api_keys: [{id: k2, sha256: "%s"}]
+    api_keys: [{id: k2, sha256: "ONES"}]
     scopes: [vso.build]
     mode: report
 routes:
   - name: no-repo-deletes
     match: {method: DELETE, path: "/{organization}/{project}/_apis/git/repositories/{id}"}
     deny: true
-""" % ("0" * 64, "1" * 64)
+""".replace("ZEROS", "0" * 64).replace("ONES", "1" * 64)
 
 
 @pytest.fixture

@@ -87,6 +87,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.forwarder.start()
+        self.runtime.tokens.metrics = self.observability.metrics
         await self.runtime.tokens.start()
 
     async def close(self) -> None:

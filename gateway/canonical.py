@@ -44,7 +44,7 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _PATH_CHARS = _UNRESERVED | frozenset("!$&'()*+,;=:@/%")
 _QUERY_CHARS = _PATH_CHARS | frozenset("?")
 # Query strings in the wild also carry these unencoded; they cannot change the path.
-_QUERY_LENIENT = frozenset('[]{}|^`"<>')
+_QUERY_LENIENT = frozenset("[]{}|^`\"<>")
 
 
 @dataclass(frozen=True, slots=True)

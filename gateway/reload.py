@@ -81,6 +81,7 @@ class Reloader:
             try:
                 config = await asyncio.to_thread(self.loader, self.path)
                 runtime = self.build(config)
+                runtime.tokens.adopt(self.gateway.runtime.tokens)
                 await runtime.tokens.start()
             except ConfigError as err:
                 return self._refuse(why, "; ".join(err.problems))

@@ -72,6 +72,7 @@ class UpstreamToken:
     header_value: str = field(repr=False)
     credential: str  # name of the credential in `credentials`
     expires_at: float | None = None  # epoch seconds; None: does not expire (PAT)
+    key: tuple[str, ...] = ()  # cache key within the credential (on-behalf-of: the user)
 
 
 @dataclass(slots=True)

@@ -20,16 +20,14 @@ Raises Unauthenticated (`invalid_token`, `token_expired`) for a bad token,
 Denied (`unknown_client`) for a good one that maps to no client, and
 CredentialUnavailable (503) when the signing keys cannot be fetched.
 
-Validated tokens are cached until they expire (bounded; see TokenCache), so
-each token is verified once.
+Validated tokens are cached by their SHA-256 until they expire, so each token
+is verified once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
+import hashlib
 import json
 import logging
 import re
@@ -41,7 +39,7 @@ from typing import Any
 
 import aiohttp
 import jwt
-from cachetools import TTLCache
+from cachetools import TLRUCache, TTLCache
 
 from gateway.authn.base import Presented
 from gateway.config.model import Config
@@ -56,43 +54,10 @@ _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _MAX_DOCUMENT_BYTES = 1 << 20
 
 
-class TokenCache:
-    """Validated tokens until they expire; at most `maxsize` of them.
-
-    Indexed by the token's signature segment, and a hit must be the very same
-    token (constant-time comparison), so a forged header or payload next to a
-    known signature is a miss. A hit costs a lookup, a comparison and a clock
-    read, with no hashing of the whole token. When full, expired entries go
-    first, then the oldest ones.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._entries: dict[str, tuple[str, ClientIdentity, float]] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, token: str) -> ClientIdentity | None:
-        signature = token[token.rfind(".") + 1 :]
-        entry = self._entries.get(signature)
-        if entry is None or not hmac.compare_digest(entry[0], token):
-            return None
-        if entry[2] <= time.time():
-            self._entries.pop(signature, None)
-            return None
-        return entry[1]
-
-    def put(self, token: str, identity: ClientIdentity, expires_at: float) -> None:
-        signature = token[token.rfind(".") + 1 :]
-        if not signature:
-            return
-        if len(self._entries) >= self.maxsize:
-            now = time.time()
-            self._entries = {k: v for k, v in self._entries.items() if v[2] > now}
-            while len(self._entries) >= self.maxsize:
-                del self._entries[next(iter(self._entries))]
-        self._entries[signature] = (token, identity, expires_at)
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    identity: ClientIdentity
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +108,9 @@ class EntraAuthenticator:
         self._generation = 0
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
-        self._cache = TokenCache(maxsize=10_000)
+        self._cache: TLRUCache[bytes, _Cached] = TLRUCache(
+            maxsize=10_000, ttu=lambda _k, v, _now: v.expires_at, timer=time.time
+        )
 
     # --- the request path ------------------------------------------------
 
@@ -155,15 +122,19 @@ class EntraAuthenticator:
         return await self.verify(presented.secret)
 
     async def verify(self, token: str) -> ClientIdentity:
-        hit = self._cache.get(token)
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._cache.get(digest)
         if hit is not None:
-            return hit
+            return hit.identity
         if not self.enabled:
             raise _invalid(
                 "this gateway does not accept Entra ID tokens"
                 " (identity.tenant_id and identity.audiences are not configured)"
             )
-        header = _header(token)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _invalid("not a well-formed JWT") from None
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             shown = alg if isinstance(alg, str) and len(alg) <= 16 else "?"
@@ -179,7 +150,7 @@ class EntraAuthenticator:
             raise _invalid("signed with a key the tenant does not publish")
         claims = self._decode(token, key, signing)
         identity = self._identity(claims, token)
-        self._cache.put(token, identity, float(claims["exp"]))
+        self._cache[digest] = _Cached(identity, float(claims["exp"]))
         return identity
 
     def _decode(self, token: str, key: Any, signing: SigningKeys) -> dict[str, Any]:
@@ -350,22 +321,6 @@ class EntraAuthenticator:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _header(token: str) -> dict[str, Any]:
-    """The JOSE header, read without verifying (PyJWT verifies the whole token next).
-
-    Parsing only the header segment keeps a first-seen token to one pass of PyJWT
-    over the token instead of two.
-    """
-    segment = token.partition(".")[0]
-    try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, binascii.Error):
-        raise _invalid("not a well-formed JWT") from None
-    if not isinstance(header, dict):
-        raise _invalid("not a well-formed JWT")
-    return header
 
 
 def _str(value: object) -> str | None:

@@ -18,6 +18,11 @@ HELP = "validate configuration and policies (exit 1 on error)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default="gateway.yaml", help="default: gateway.yaml")
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also acquire a token with every credential and report each outcome",
+    )
 
 
 def _wrap(label: str, text: str) -> str:
@@ -131,4 +136,13 @@ def run(args: argparse.Namespace) -> int:
         print()
         for warning in config.warnings:
             print(f"warning: {warning}")
+    if getattr(args, "probe", False):
+        from gateway.tokens import probe
+
+        print()
+        results = probe(config)
+        for result in results:
+            print(result.line())
+        if any(not r.ok for r in results):
+            return 1
     return 0

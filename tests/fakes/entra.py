@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from gateway.demo.entra import EntraStandIn, aad_error
+from gateway.tasks import spawn
 
 
 @dataclass
@@ -42,7 +43,9 @@ class FakeEntra(EntraStandIn):
         self.faults: list[Fault] = []
         self._gate: asyncio.Event | None = None
         self.stalled = 0  # requests currently held by stall()
+        self.assertions: list[str] = []  # client_assertion values received, in order
         self._held = asyncio.Condition()
+        self._counted = asyncio.Condition()
 
     def fail(
         self,
@@ -70,6 +73,11 @@ class FakeEntra(EntraStandIn):
         self._gate = asyncio.Event()
         return self._gate
 
+    async def wait_requests(self, grant: str, n: int) -> None:
+        """Return once `n` token requests of `grant` have arrived (served or not)."""
+        async with self._counted:
+            await self._counted.wait_for(lambda: self.requests[grant] >= n)
+
     async def wait_stalled(self, n: int = 1) -> None:
         """Return once `n` token requests are held by stall()."""
         async with self._held:
@@ -95,8 +103,12 @@ class FakeEntra(EntraStandIn):
     async def intercept(
         self, grant: str, params: Mapping[str, str], request: web.Request
     ) -> web.StreamResponse | None:
-        self.requests[grant] += 1
-        self.requests_by[(grant, self._subject(grant, params))] += 1
+        async with self._counted:
+            self.requests[grant] += 1
+            self.requests_by[(grant, self._subject(grant, params))] += 1
+            if params.get("client_assertion"):
+                self.assertions.append(params["client_assertion"])
+            self._counted.notify_all()
         gate = self._gate
         if gate is not None:
             async with self._held:
@@ -138,3 +150,31 @@ async def make_entra() -> AsyncIterator[MakeEntra]:
     for fake in started:
         fake.heal()
         await fake.close()
+
+
+class RecordingMetrics:
+    """A TokenMetrics that records every event and lets tests wait for one."""
+
+    def __init__(self) -> None:
+        self.acquisitions: Counter[tuple[str, str]] = Counter()
+        self.hits: Counter[str] = Counter()
+        self.expiry: dict[str, float | None] = {}
+        self._changed = asyncio.Condition()
+
+    def token_acquired(self, credential: str, result: str) -> None:
+        self.acquisitions[(credential, result)] += 1
+        spawn(self._notify())
+
+    def token_cache_hit(self, credential: str) -> None:
+        self.hits[credential] += 1
+
+    def token_expiry(self, credential: str, expires_at: float | None) -> None:
+        self.expiry[credential] = expires_at
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait(self, credential: str, result: str, n: int = 1) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.acquisitions[(credential, result)] >= n)

@@ -97,6 +97,9 @@ class Tokens:
         self.config = config
         self.inner = TokenBroker(config)
 
+    def adopt(self, previous: Tokens) -> None:
+        self.inner.adopt(previous.inner)
+
     async def start(self) -> None:
         await self.inner.start()
 

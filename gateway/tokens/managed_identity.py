@@ -1,0 +1,78 @@
+"""Managed identity through MSAL's ManagedIdentityClient.
+
+System-assigned (no id configured) or user-assigned by `client_id`,
+`object_id` or `resource_id`. MSAL picks the platform's endpoint from the
+environment (App Service / Functions: IDENTITY_ENDPOINT + IDENTITY_HEADER;
+Azure Arc; Service Fabric; Cloud Shell; otherwise the VM / AKS / Container
+Apps instance metadata service), so the same configuration works on each.
+The endpoint is local: the session never goes through a proxy.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import msal
+
+from gateway.config.model import Identity, ManagedIdentityCredential
+from gateway.tokens.base import AZURE_DEVOPS_RESOURCE, IssuedToken, TokenAcquisitionError
+from gateway.tokens.msal_common import (
+    IdentitySession,
+    NoTokenCache,
+    TrustStore,
+    call_msal,
+    session_for,
+)
+
+
+def _identity(config: ManagedIdentityCredential) -> msal.ManagedIdentity:
+    if config.client_id:
+        return msal.UserAssignedManagedIdentity(client_id=config.client_id)
+    if config.object_id:
+        return msal.UserAssignedManagedIdentity(object_id=config.object_id)
+    if config.resource_id:
+        return msal.UserAssignedManagedIdentity(resource_id=config.resource_id)
+    return msal.SystemAssignedManagedIdentity()
+
+
+class ManagedIdentityProvider:
+    def __init__(self, name: str, config: ManagedIdentityCredential, identity: Identity) -> None:
+        self.name = name
+        self.kind: str = config.type
+        self.config = config
+        self.identity = identity
+        self._trust: TrustStore | None = None
+        self._client: msal.ManagedIdentityClient | None = None
+        self._session: IdentitySession | None = None
+        self._lock = threading.Lock()
+
+    def _mi_client(self) -> msal.ManagedIdentityClient:
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._trust = TrustStore(self.identity.ca_file)
+                except OSError as err:
+                    raise TokenAcquisitionError(
+                        "config_error", f"cannot read identity.ca_file: {err.strerror}"
+                    ) from None
+                self._session = session_for(self._trust, None)
+                self._client = msal.ManagedIdentityClient(
+                    _identity(self.config),
+                    http_client=self._session,
+                    token_cache=NoTokenCache(),
+                )
+            return self._client
+
+    def acquire(self, scopes: tuple[str, ...], user_assertion: str | None = None) -> IssuedToken:
+        resource = scopes[0].removesuffix("/.default") if scopes else AZURE_DEVOPS_RESOURCE
+        return call_msal(lambda: self._mi_client().acquire_token_for_client(resource=resource))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+            self._client = None
+            if self._trust is not None:
+                self._trust.close()
+                self._trust = None

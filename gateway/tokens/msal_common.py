@@ -1,0 +1,165 @@
+"""What the MSAL-based credentials share: the HTTP session MSAL uses, a token
+cache that stores nothing, and turning MSAL's answers into `IssuedToken` or
+`TokenAcquisitionError`.
+
+The session pins trust to `identity.ca_file` (added to the default bundle).
+# SECURITY: `requests` lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a
+# session's `verify` when `trust_env` is on (Session.merge_environment_settings
+# gives the per-request environment value precedence), and reads ~/.netrc for
+# credentials. The session therefore runs with `trust_env=False`; proxies from
+# the environment are applied explicitly, for the authority host only.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import msal
+import requests
+import requests.adapters
+import requests.utils
+
+from gateway.tokens.base import IssuedToken, TokenAcquisitionError, redact
+
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
+_AADSTS = re.compile(r"^(AADSTS\d+: .*?)(?:\s+Trace ID:.*)?$", re.S)
+
+
+class NoTokenCache(msal.TokenCache):  # type: ignore[misc]
+    """The broker caches tokens itself. MSAL's own cache would keep every user's
+    tokens for the life of the process, and answer a refresh from itself."""
+
+    def add(self, event: Any, now: Any = None) -> None:
+        return None
+
+
+class IdentitySession(requests.Session):
+    """requests.Session for MSAL: fixed trust, explicit proxies, default timeouts."""
+
+    def __init__(self, verify: str | bool, proxies: Mapping[str, str]) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.verify = verify
+        self.proxies.update(proxies)
+        adapter = requests.adapters.HTTPAdapter(max_retries=1)
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", (CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+        return super().request(method, url, *args, **kwargs)  # type: ignore[arg-type]
+
+
+class TrustStore:
+    """The CA bundle file for `verify`: certifi's plus `ca_file`, built once."""
+
+    def __init__(self, ca_file: str | None) -> None:
+        self._tmp: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self.verify: str | bool = True
+        if ca_file:
+            import certifi
+
+            extra = Path(ca_file).read_bytes()
+            self._tmp = tempfile.NamedTemporaryFile(prefix="azdo-gateway-ca-", suffix=".pem")
+            self._tmp.write(Path(certifi.where()).read_bytes() + b"\n" + extra)
+            self._tmp.flush()
+            self.verify = self._tmp.name
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.close()
+            self._tmp = None
+
+
+def session_for(trust: TrustStore, url: str | None) -> IdentitySession:
+    """A session that reaches `url` (through the environment's proxy for it, if any);
+    `url=None`: a local endpoint (managed identity), never proxied."""
+    proxies = requests.utils.get_environ_proxies(url) if url else {}
+    return IdentitySession(trust.verify, proxies)
+
+
+def _description(result: Mapping[str, Any]) -> str:
+    text = str(result.get("error_description") or result.get("error") or "no token in answer")
+    match = _AADSTS.match(text.strip())
+    return (match.group(1) if match else text).strip()[:500]
+
+
+def issued_from(
+    result: Mapping[str, Any] | None, started: float, secrets: Iterable[str | None] = ()
+) -> IssuedToken:
+    """An MSAL result dict as an IssuedToken, or the error it describes."""
+    if not result:
+        raise TokenAcquisitionError("bad_response", "the identity provider sent no answer")
+    token = result.get("access_token")
+    if not token:
+        codes = result.get("error_codes") or []
+        code = int(codes[0]) if codes and str(codes[0]).isdigit() else None
+        error = str(result.get("error") or "bad_response")
+        raise TokenAcquisitionError(error, redact(_description(result), secrets), code=code)
+    try:
+        expires_in = float(result.get("expires_in", 3600))
+    except (TypeError, ValueError):
+        expires_in = 3600.0
+    # Entra's `refresh_in` reaches us as MSAL's `refresh_on` (epoch seconds).
+    refresh_in = result.get("refresh_in")
+    refresh_on = result.get("refresh_on")
+    if isinstance(refresh_on, int | float) and not isinstance(refresh_in, int | float):
+        refresh_in = max(0.0, float(refresh_on) - started)
+    return IssuedToken(
+        access_token=str(token),
+        expires_at=started + max(0.0, expires_in),
+        acquired_at=started,
+        refresh_in=float(refresh_in) if isinstance(refresh_in, int | float) else None,
+    )
+
+
+def call_msal(
+    call: Callable[[], Mapping[str, Any] | None], secrets: Iterable[str | None] = ()
+) -> IssuedToken:
+    """Run one MSAL acquisition; map transport failures to bounded reasons."""
+    started = time.time()
+    secrets = tuple(secrets)
+    try:
+        result = call()
+    except TokenAcquisitionError:
+        raise
+    except requests.exceptions.SSLError as err:
+        raise TokenAcquisitionError(
+            "tls_error",
+            "TLS verification of the identity provider failed "
+            f"(check identity.ca_file): {_first_line(err, secrets)}",
+        ) from None
+    except requests.exceptions.Timeout:
+        raise TokenAcquisitionError(
+            "timeout", "the identity provider did not answer in time"
+        ) from None
+    except requests.exceptions.ConnectionError as err:
+        raise TokenAcquisitionError(
+            "unreachable", f"cannot reach the identity provider: {_first_line(err, secrets)}"
+        ) from None
+    except msal.exceptions.MsalServiceError as err:  # 5xx from the token endpoint
+        raise TokenAcquisitionError(
+            "server_error", f"the identity provider failed: {_first_line(err, secrets)}"
+        ) from None
+    except msal.managed_identity.ManagedIdentityError as err:
+        raise TokenAcquisitionError(
+            "managed_identity_unavailable",
+            f"no managed identity endpoint here: {_first_line(err, secrets)}",
+        ) from None
+    except ValueError as err:  # discovery failures, malformed answers, bad key material
+        reason = "discovery_failed" if "Discovery" in str(err) else "bad_response"
+        raise TokenAcquisitionError(reason, _first_line(err, secrets)) from None
+    except OSError as err:
+        raise TokenAcquisitionError("unreachable", _first_line(err, secrets)) from None
+    return issued_from(result, started, secrets)
+
+
+def _first_line(err: BaseException, secrets: Iterable[str | None]) -> str:
+    text = str(err).strip().splitlines()
+    return redact((text[0] if text else type(err).__name__)[:300], secrets)

@@ -12,6 +12,7 @@ VERBS = {
     "check": "check",
     "keygen": "keygen",
     "explain": "explain",
+    "report": "report",
 }
 
 

@@ -112,7 +112,7 @@ class _Loader:
         if isinstance(data.get("audit"), dict):
             audit_file = data["audit"].get("file")
             if isinstance(audit_file, str) and audit_file not in ("", "-"):
-                data["audit"]["file"] = os.path.join(self.base, audit_file)
+                data["audit"]["file"] = os.path.join(self.base, os.path.expanduser(audit_file))
         gw = _validate(GatewayConfig, data, doc, (), self.problems)
         raw = data.get("policies")
         patterns = (

@@ -223,7 +223,7 @@ Credential = Annotated[
 
 
 class Audit(Model):
-    file: str = "-"  # JSON lines; "-" is stdout; null/"" disables
+    file: str | None = "-"  # JSON lines; "-" is stdout; null/"" disables
 
 
 class Limits(Model):

@@ -214,10 +214,9 @@ def validate_files(config: Config) -> list[Problem]:
         if isinstance(cred, ClientCertificateCredential | OnBehalfOfCredential):
             path = cred.certificate_file
             if check(at("certificate_file"), path) and path:
-                if not path.lower().endswith((".pfx", ".p12")):
-                    why = _pem(path, "CERTIFICATE", "PRIVATE KEY") if path else None
-                    if why:
-                        out.append(config.sources.problem(at("certificate_file"), why))
+                why = _pem(path, "CERTIFICATE", "PRIVATE KEY")
+                if why:
+                    out.append(config.sources.problem(at("certificate_file"), why))
     return out
 
 

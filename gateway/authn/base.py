@@ -33,8 +33,8 @@ from gateway.types import ClientIdentity
 MAX_AUTHORIZATION_BYTES = 16 * 1024
 
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
-# header.payload.signature, each base64url; a JOSE header always starts with '{"' -> "eyJ"
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\Z")
+# A JOSE header always starts with '{"', which is "eyJ" in base64url.
+_BASE64URL_AND_DOT = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +43,20 @@ class Presented:
 
     scheme: Literal["basic", "bearer"]
     secret: str = field(repr=False)
+    # Shaped like a JWT (three base64url parts): an Entra ID token, not a gateway key.
+    is_jwt: bool = False
 
-    @property
-    def is_jwt(self) -> bool:
-        """Shaped like a JWT (three base64url parts): an Entra token, not a gateway key."""
-        return self.secret.count(".") == 2 and _JWT.match(self.secret) is not None
+    @classmethod
+    def of(cls, scheme: Literal["basic", "bearer"], secret: str) -> Presented:
+        return cls(scheme, secret, looks_like_jwt(secret))
+
+
+def looks_like_jwt(secret: str) -> bool:
+    """header.payload.signature in base64url (the signature may be empty)."""
+    if not secret.startswith("eyJ") or secret.encode().translate(None, _BASE64URL_AND_DOT):
+        return False
+    payload, dot, signature = secret.partition(".")[2].partition(".")
+    return bool(payload and dot) and "." not in signature
 
 
 def _malformed(why: str) -> Unauthenticated:
@@ -82,9 +91,11 @@ def presented_credential(
     if scheme == "bearer":
         if not rest:
             return None
+        if looks_like_jwt(rest):
+            return Presented("bearer", rest, True)
         if not _TOKEN68.match(rest):
             raise _malformed("a Bearer credential is one token of base64url characters")
-        return Presented("bearer", rest)
+        return Presented("bearer", rest, False)
     raise Unauthenticated(
         "unsupported Authorization scheme: send a gateway key with Basic or Bearer,"
         " or an Entra ID access token with Bearer",
@@ -109,7 +120,7 @@ def _basic(encoded: str) -> Presented | None:
     secret = password or user  # `curl -u KEY:` puts the key in the user name
     if not secret:
         return None
-    return Presented("basic", secret)
+    return Presented.of("basic", secret)
 
 
 class Authenticator(Protocol):

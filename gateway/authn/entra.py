@@ -9,7 +9,7 @@ subject is the `oid` (or the app id for app-only tokens without one).
 
 Validation, with PyJWT: the signature against the tenant's JWKS (found by
 OpenID discovery at `identity.authority_host`/`identity.tenant_id`, fetched
-with aiohttp trusting `identity.ca_file`, cached, and refetched every
+with aiohttp trusting `identity.ca_file`, cached, refetched in the background every
 `max_key_age_s` and when a token names an unknown `kid`: a burst of
 `refresh_burst` such refetches, then one per `refresh_min_interval_s`, and a
 kid still unknown after a refetch does not cause another for that interval);
@@ -20,14 +20,17 @@ Raises Unauthenticated (`invalid_token`, `token_expired`) for a bad token,
 Denied (`unknown_client`) for a good one that maps to no client, and
 CredentialUnavailable (503) when the signing keys cannot be fetched.
 
-Validated tokens are cached by their SHA-256 until they expire, so each token
-is verified once.
+Validated tokens are cached until they expire (bounded; see TokenCache), so
+each token is verified once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import base64
+import binascii
+import contextlib
+import hmac
 import json
 import logging
 import re
@@ -39,11 +42,12 @@ from typing import Any
 
 import aiohttp
 import jwt
-from cachetools import TLRUCache, TTLCache
+from cachetools import TTLCache
 
 from gateway.authn.base import Presented
 from gateway.config.model import Config
 from gateway.errors import CredentialUnavailable, Denied, Unauthenticated
+from gateway.tasks import spawn
 from gateway.types import ClientIdentity
 
 log = logging.getLogger("azdo_gateway.authn")
@@ -54,10 +58,43 @@ _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _MAX_DOCUMENT_BYTES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    identity: ClientIdentity
-    expires_at: float
+class TokenCache:
+    """Validated tokens until they expire; at most `maxsize` of them.
+
+    Indexed by the token's signature segment, and a hit must be the very same
+    token (constant-time comparison), so a forged header or payload next to a
+    known signature is a miss. A hit costs a lookup, a comparison and a clock
+    read, with no hashing of the whole token. When full, expired entries go
+    first, then the oldest ones.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._entries: dict[str, tuple[str, ClientIdentity, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str) -> ClientIdentity | None:
+        signature = token[token.rfind(".") + 1 :]
+        entry = self._entries.get(signature)
+        if entry is None or not hmac.compare_digest(entry[0], token):
+            return None
+        if entry[2] <= time.time():
+            self._entries.pop(signature, None)
+            return None
+        return entry[1]
+
+    def put(self, token: str, identity: ClientIdentity, expires_at: float) -> None:
+        signature = token[token.rfind(".") + 1 :]
+        if not signature:
+            return
+        if len(self._entries) >= self.maxsize:
+            now = time.time()
+            self._entries = {k: v for k, v in self._entries.items() if v[2] > now}
+            while len(self._entries) >= self.maxsize:
+                del self._entries[next(iter(self._entries))]
+        self._entries[signature] = (token, identity, expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +145,8 @@ class EntraAuthenticator:
         self._generation = 0
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
-        self._cache: TLRUCache[bytes, _Cached] = TLRUCache(
-            maxsize=10_000, ttu=lambda _k, v, _now: v.expires_at, timer=time.time
-        )
+        self._background: asyncio.Task[None] | None = None
+        self._cache = TokenCache(maxsize=10_000)
 
     # --- the request path ------------------------------------------------
 
@@ -122,19 +158,15 @@ class EntraAuthenticator:
         return await self.verify(presented.secret)
 
     async def verify(self, token: str) -> ClientIdentity:
-        digest = hashlib.sha256(token.encode()).digest()
-        hit = self._cache.get(digest)
+        hit = self._cache.get(token)
         if hit is not None:
-            return hit.identity
+            return hit
         if not self.enabled:
             raise _invalid(
                 "this gateway does not accept Entra ID tokens"
                 " (identity.tenant_id and identity.audiences are not configured)"
             )
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise _invalid("not a well-formed JWT") from None
+        header = _header(token)
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             shown = alg if isinstance(alg, str) and len(alg) <= 16 else "?"
@@ -150,7 +182,7 @@ class EntraAuthenticator:
             raise _invalid("signed with a key the tenant does not publish")
         claims = self._decode(token, key, signing)
         identity = self._identity(claims, token)
-        self._cache[digest] = _Cached(identity, float(claims["exp"]))
+        self._cache.put(token, identity, float(claims["exp"]))
         return identity
 
     def _decode(self, token: str, key: Any, signing: SigningKeys) -> dict[str, Any]:
@@ -218,15 +250,32 @@ class EntraAuthenticator:
 
     async def _signing_keys(self, kid: str) -> SigningKeys:
         now = time.monotonic()
+        fetched = False
+        if self._signing is None:
+            await self._refresh(self._generation, must=True)
+            fetched = True
+        elif (
+            now - self._loaded_at > self.max_key_age_s
+            and now - self._last_fetch >= self.refresh_min_interval_s
+            and self._background is None
+        ):  # routine refetch: in the background, requests go on with the keys at hand
+            self._background = spawn(self._refresh_in_background(), name="entra-keys-refresh")
         signing = self._signing
-        if signing is None or now - self._loaded_at > self.max_key_age_s:
-            await self._refresh(self._generation, must=signing is None)
-        elif kid not in signing.keys and kid not in self._missing and self._may_refetch(now):
+        assert signing is not None
+        if kid not in signing.keys and kid not in self._missing:
+            if not fetched and self._may_refetch(now):
+                await self._refresh(self._generation, must=False)
+                signing, fetched = self._signing, True
+                assert signing is not None
+            if fetched and kid not in signing.keys:
+                self._missing[kid] = True  # no other refetch for this kid for a while
+        return signing
+
+    async def _refresh_in_background(self) -> None:
+        try:
             await self._refresh(self._generation, must=False)
-            if kid not in self._signing.keys:  # type: ignore[union-attr]
-                self._missing[kid] = True
-        assert self._signing is not None
-        return self._signing
+        finally:
+            self._background = None
 
     def _may_refetch(self, now: float) -> bool:
         """Token bucket: `refresh_burst` refetches, refilled one per interval."""
@@ -318,9 +367,29 @@ class EntraAuthenticator:
         return SigningKeys(keys, frozenset(issuers), guid)
 
     async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _header(token: str) -> dict[str, Any]:
+    """The JOSE header, read without verifying (PyJWT verifies the whole token next).
+
+    Parsing only the header segment keeps a first-seen token to one pass of PyJWT
+    over the token instead of two.
+    """
+    segment = token.partition(".")[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error):
+        raise _invalid("not a well-formed JWT") from None
+    if not isinstance(header, dict):
+        raise _invalid("not a well-formed JWT")
+    return header
 
 
 def _str(value: object) -> str | None:

@@ -28,6 +28,8 @@ def source_key(remote: str | None) -> str:
     """The bucket a source address counts in: the address, or its /64 for IPv6."""
     if not remote:
         return "-"
+    if ":" not in remote and remote.count(".") == 3:
+        return remote  # IPv4, as the transport reports it
     try:
         addr = ipaddress.ip_address(remote)
     except ValueError:
@@ -62,7 +64,7 @@ class FailureThrottle:
 
     def check(self, remote: str | None) -> None:
         """Raise TooManyRequests if this source is being slowed down."""
-        if not self._failures:
+        if self._failures.currsize == 0:  # the usual case: no failures anywhere
             return
         entry = self._failures.get(source_key(remote))
         if entry is not None and entry[0] >= self.max_failures:

@@ -276,3 +276,47 @@ async def test_tokens_are_refused_when_no_audience_is_configured(idp):
 @pytest.mark.parametrize("token", ["eyJhbGciOiJSUzI1NiJ9.e30.", "eyJ!.x.y", "eyJhbGci.eyJ.sig"])
 async def test_garbage_shaped_like_a_jwt_is_401(idp, entra, token):
     assert (await rejected(entra, token)).reason == "invalid_token"
+
+
+async def test_a_cached_signature_with_another_payload_is_not_a_hit(idp, entra):
+    token = idp.mint()
+    await entra.verify(token)
+    header, _, signature = token.split(".")
+    forged_claims = idp.claims(oid=USER_OID)  # would map to another client
+    forged_payload = _b64(json.dumps(forged_claims).encode())
+    err = await rejected(entra, f"{header}.{forged_payload}.{signature}")
+    assert "signature" in err.message
+
+
+def test_token_cache_is_bounded_and_forgets_expired_tokens():
+    from gateway.authn.entra import TokenCache
+    from gateway.types import ClientIdentity
+
+    cache = TokenCache(maxsize=3)
+    ident = ClientIdentity(client="c", auth_method="entra", subject="s")
+    cache.put("eyJh.p.old", ident, time.time() - 1)
+    assert cache.get("eyJh.p.old") is None
+    for i in range(10):
+        cache.put(f"eyJh.p.s{i}", ident, time.time() + 60)
+    assert len(cache) <= 3 and cache.get("eyJh.p.s9") is ident
+    assert cache.get("eyJh.other.s9") is None  # same signature, other token
+    cache.put("eyJh.p.", ident, time.time() + 60)  # unsigned: never cached
+    assert cache.get("eyJh.p.") is None
+
+
+async def test_routine_key_refresh_runs_in_the_background(idp, entra):
+    await entra.verify(idp.mint())
+    assert idp.fetches == 1
+    entra.max_key_age_s = 0
+    entra.refresh_min_interval_s = 0
+    assert (await entra.verify(idp.mint())).client == "by-app"  # served with the keys at hand
+    assert entra._background is not None
+    await entra._background
+    assert idp.fetches == 2 and entra._background is None
+
+
+async def test_a_kid_unknown_at_first_load_does_not_refetch_again(idp, entra):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    await rejected(entra, idp.mint(kid="nobody", key=key))
+    await rejected(entra, idp.mint(kid="nobody", key=key))
+    assert idp.fetches == 1

@@ -13,8 +13,9 @@ from bare repositories made with `fake.add_repo()`.
     /_fake/sleep/{seconds}         answers after that long (for load, not for synchronisation)
     /_fake/stall                   never answers
     /_fake/stall-body              sends headers and half the body, then stalls
-    /_fake/cut-body                sends headers and half the body, then drops the connection
+    /_fake/cut-body[?chunked=1]    sends headers and half the body, then drops the connection
     /_fake/garbage                 answers with bytes that are not HTTP
+    /_fake/json[?pad=N&chunked=1]  JSON with absolute URLs on this host (for the rewriter)
 
 `reject` holds Authorization values answered with 401 (or, with `reject_status=203`,
 the sign-in page Azure DevOps serves to browsers).
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +114,9 @@ async def _stream(request: web.Request, n: int, chunked: bool, stop_at: int | No
     return response
 
 
-async def start_fake_azdo(*, repos: Path | None = None, **_: Any) -> FakeAzdo:
+async def start_fake_azdo(
+    *, repos: Path | None = None, tls: ssl.SSLContext | None = None, **_: Any
+) -> FakeAzdo:
     fake: FakeAzdo
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -139,9 +144,10 @@ async def start_fake_azdo(*, repos: Path | None = None, **_: Any) -> FakeAzdo:
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
     port = runner.addresses[0][1]
-    fake = FakeAzdo(url=f"http://127.0.0.1:{port}", runner=runner, repos=repos)
+    scheme = "https" if tls else "http"
+    fake = FakeAzdo(url=f"{scheme}://127.0.0.1:{port}", runner=runner, repos=repos)
     return fake
 
 
@@ -185,7 +191,8 @@ async def _special(fake: FakeAzdo, request: web.Request, path: str) -> web.Strea
         await asyncio.Event().wait()
     if path in ("/_fake/stall-body", "/_fake/cut-body"):
         await _record(fake, request)
-        response = await _stream(request, 1 << 20, chunked=False, stop_at=1 << 19)
+        response = await _stream(request, 1 << 20, chunked="chunked" in request.query,
+                                 stop_at=1 << 19)
         if path == "/_fake/stall-body":
             await asyncio.Event().wait()
         assert request.transport is not None
@@ -197,6 +204,20 @@ async def _special(fake: FakeAzdo, request: web.Request, path: str) -> web.Strea
         request.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\nhello")
         request.transport.close()
         return web.Response()
+    if path == "/_fake/json":
+        await _record(fake, request)
+        doc = {"url": fake.url + "/fabrikam/_apis/git/repositories/1",
+               "_links": {"self": {"href": fake.url + "/fabrikam/_apis/projects/2"}},
+               "pad": "x" * int(request.query.get("pad", "0"))}
+        data = json.dumps(doc).encode()
+        response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+        if "chunked" not in request.query:
+            response.content_length = len(data)
+        await response.prepare(request)
+        for i in range(0, len(data), 1000):
+            await response.write(data[i : i + 1000])
+        await response.write_eof()
+        return response
     seen = await _record(fake, request)
     return web.json_response({
         "method": seen.method, "path": seen.path, "query": seen.query,

@@ -13,7 +13,8 @@ GatewayError                      any answer the gateway produces instead of ups
 
 Every error renders DESIGN's JSON body:
 {"error", "reason", "requiredScopes", "operation", "requestId"} plus "source": "azdo-gateway",
-so that users can tell a gateway answer from an Azure DevOps one.
+so that users can tell a gateway answer from an Azure DevOps one, and "message" /
+"typeKey" in Azure DevOps' own error shape, so that SDKs show the reason.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
 
     def body(self, request_id: str) -> dict[str, object]:
-        return {
+        body: dict[str, object] = {
             "error": self.message,
             "reason": self.reason,
             "requiredScopes": list(self.required_scopes),
@@ -94,6 +95,13 @@ class GatewayError(Exception):
             "requestId": request_id,
             "source": "azdo-gateway",
         }
+        if self.status != 401:
+            # What Azure DevOps SDKs read from an error body (their WrappedException), so the
+            # gateway's reason surfaces in the SDK's exception. A 401 keeps the SDKs' own
+            # authentication error (tools such as `az devops` prompt for a new PAT on it).
+            body["message"] = f"azdo-gateway: {self.message} (reason: {self.reason})"
+            body["typeKey"] = "AzdoGatewayError"
+        return body
 
     def to_json(self, request_id: str) -> bytes:
         return json.dumps(self.body(request_id)).encode()

@@ -27,22 +27,36 @@ def rewriter(**gateway: Any) -> Rewriter:
         ("https://dev.azure.com/fabrikam/_apis/projects", f"{GW}/fabrikam/_apis/projects"),
         ("https://DEV.AZURE.COM:443/fabrikam/_apis?x=1#f", f"{GW}/fabrikam/_apis?x=1#f"),
         ("https://dev.azure.com", GW),
-        ("https://vsrm.dev.azure.com/fabrikam/_apis/release/releases",
-         f"{GW}/_hosts/vsrm/fabrikam/_apis/release/releases"),
-        ("https://vssps.dev.azure.com/fabrikam/_apis/graph/users",
-         f"{GW}/_hosts/vssps/fabrikam/_apis/graph/users"),
-        ("https://app.vssps.visualstudio.com/_apis/profile/profiles/me",
-         f"{GW}/_hosts/app/_apis/profile/profiles/me"),
-        ("https://fabrikam@dev.azure.com/fabrikam/Fiber/_git/app",
-         "https://fabrikam@gw.example.com/fabrikam/Fiber/_git/app"),
+        (
+            "https://vsrm.dev.azure.com/fabrikam/_apis/release/releases",
+            f"{GW}/_hosts/vsrm/fabrikam/_apis/release/releases",
+        ),
+        (
+            "https://vssps.dev.azure.com/fabrikam/_apis/graph/users",
+            f"{GW}/_hosts/vssps/fabrikam/_apis/graph/users",
+        ),
+        (
+            "https://app.vssps.visualstudio.com/_apis/profile/profiles/me",
+            f"{GW}/_hosts/app/_apis/profile/profiles/me",
+        ),
+        (
+            "https://fabrikam@dev.azure.com/fabrikam/Fiber/_git/app",
+            "https://fabrikam@gw.example.com/fabrikam/Fiber/_git/app",
+        ),
         # legacy forms
         ("https://fabrikam.visualstudio.com/_apis/projects", f"{GW}/fabrikam/_apis/projects"),
-        ("https://fabrikam.visualstudio.com/DefaultCollection/Fiber/_apis/git/repositories",
-         f"{GW}/fabrikam/Fiber/_apis/git/repositories"),
-        ("https://fabrikam.vsrm.visualstudio.com/_apis/Release/releases/1",
-         f"{GW}/_hosts/vsrm/fabrikam/_apis/Release/releases/1"),
-        ("https://fabrikam.feeds.visualstudio.com/_apis/packaging/feeds",
-         f"{GW}/_hosts/feeds/fabrikam/_apis/packaging/feeds"),
+        (
+            "https://fabrikam.visualstudio.com/DefaultCollection/Fiber/_apis/git/repositories",
+            f"{GW}/fabrikam/Fiber/_apis/git/repositories",
+        ),
+        (
+            "https://fabrikam.vsrm.visualstudio.com/_apis/Release/releases/1",
+            f"{GW}/_hosts/vsrm/fabrikam/_apis/Release/releases/1",
+        ),
+        (
+            "https://fabrikam.feeds.visualstudio.com/_apis/packaging/feeds",
+            f"{GW}/_hosts/feeds/fabrikam/_apis/packaging/feeds",
+        ),
         # not Azure DevOps, or not configured: unchanged
         ("https://example.com/fabrikam", None),
         ("http://dev.azure.com/fabrikam", None),
@@ -69,22 +83,26 @@ def test_legacy_forms_need_the_real_services_hosts() -> None:
 
 
 def test_hosts_sharing_an_origin_resolve_by_longest_path() -> None:
-    rw = rewriter(upstream={"hosts": {"main": "http://127.0.0.1:9000",
-                                      "vsrm": "http://127.0.0.1:9000/vsrm"}})
+    rw = rewriter(
+        upstream={"hosts": {"main": "http://127.0.0.1:9000", "vsrm": "http://127.0.0.1:9000/vsrm"}}
+    )
     assert rw.map_url("http://127.0.0.1:9000/vsrm/o/_apis") == f"{GW}/_hosts/vsrm/o/_apis"
     assert rw.map_url("http://127.0.0.1:9000/vsrmx/_apis") == f"{GW}/vsrmx/_apis"
 
 
 def test_public_url_with_a_path() -> None:
     rw = rewriter(listen={"public_url": "https://corp.example/ado/"})
-    assert rw.map_url("https://vsrm.dev.azure.com/o/x") == "https://corp.example/ado/_hosts/vsrm/o/x"
+    assert (
+        rw.map_url("https://vsrm.dev.azure.com/o/x") == "https://corp.example/ado/_hosts/vsrm/o/x"
+    )
     h = rw.rewrite_headers({"Location": "/o/_apis/x"}, host="vsrm")
     assert h["Location"] == "/ado/_hosts/vsrm/o/_apis/x"
 
 
 def test_public_url_defaults_to_the_listener_not_the_host_header() -> None:
-    rw = rewriter(listen={"host": "0.0.0.0", "port": 8443,
-                          "tls": {"cert_file": "c.pem", "key_file": "k.pem"}})
+    rw = rewriter(
+        listen={"host": "0.0.0.0", "port": 8443, "tls": {"cert_file": "c.pem", "key_file": "k.pem"}}
+    )
     assert rw.public_url_for() == "https://127.0.0.1:8443"
     assert rw.map_url("https://dev.azure.com/o") == "https://127.0.0.1:8443/o"
 
@@ -99,10 +117,16 @@ def test_public_url_defaults_to_the_listener_not_the_host_header() -> None:
         ({"Location": "//vsrm.dev.azure.com/o/x"}, "main", f"{GW}/_hosts/vsrm/o/x"),
         ({"Location": "x/y"}, "vsrm", "x/y"),
         # a redirect off Azure DevOps (blob storage, sign-in) passes through unrewritten
-        ({"Location": "https://store.blob.core.windows.net/c/x?sv=1&sig=s"}, "main",
-         "https://store.blob.core.windows.net/c/x?sv=1&sig=s"),
-        ({"Location": "https://login.microsoftonline.com/common"}, "main",
-         "https://login.microsoftonline.com/common"),
+        (
+            {"Location": "https://store.blob.core.windows.net/c/x?sv=1&sig=s"},
+            "main",
+            "https://store.blob.core.windows.net/c/x?sv=1&sig=s",
+        ),
+        (
+            {"Location": "https://login.microsoftonline.com/common"},
+            "main",
+            "https://login.microsoftonline.com/common",
+        ),
     ],
 )
 def test_rewrite_location(headers: dict[str, str], host: str, expected: str) -> None:
@@ -172,7 +196,9 @@ def test_rewrite_json_body() -> None:
     assert repo["remoteUrl"] == "https://fabrikam@gw.example.com/fabrikam/p1/_git/app"
     assert repo["project"]["url"] == f"{GW}/fabrikam/_apis/projects/p1"
     assert repo["_links"]["self"]["href"] == f"{GW}/fabrikam/p1/_apis/git/repositories/r1"
-    assert repo["_links"]["release"]["href"] == f"{GW}/_hosts/vsrm/fabrikam/_apis/release/releases/3"
+    assert (
+        repo["_links"]["release"]["href"] == f"{GW}/_hosts/vsrm/fabrikam/_apis/release/releases/3"
+    )
     # browsers, free text, other hosts and ssh stay as they were
     for key in ("webUrl", "sshUrl", "description", "size", "ratio", "unicode"):
         assert repo[key] == REPO[key]
@@ -181,27 +207,51 @@ def test_rewrite_json_body() -> None:
 
 
 def test_rewrite_resource_areas_and_location_service() -> None:
-    areas = {"count": 2, "value": [
-        {"id": "efc2f575-36ef-48e9-b672-0c6fb4a48ac5", "name": "Release",
-         "locationUrl": "https://vsrm.dev.azure.com/fabrikam/"},
-        {"id": "79134c72-4a58-4b42-976c-04e7115f32bf", "name": "core",
-         "locationUrl": "https://dev.azure.com/fabrikam/"},
-    ]}
+    areas = {
+        "count": 2,
+        "value": [
+            {
+                "id": "efc2f575-36ef-48e9-b672-0c6fb4a48ac5",
+                "name": "Release",
+                "locationUrl": "https://vsrm.dev.azure.com/fabrikam/",
+            },
+            {
+                "id": "79134c72-4a58-4b42-976c-04e7115f32bf",
+                "name": "core",
+                "locationUrl": "https://dev.azure.com/fabrikam/",
+            },
+        ],
+    }
     out = json.loads(rewriter().rewrite_body(json.dumps(areas).encode()))
     assert [a["locationUrl"] for a in out["value"]] == [
-        f"{GW}/_hosts/vsrm/fabrikam/", f"{GW}/fabrikam/"]
-    conn = {"locationServiceData": {
-        "accessMappings": [{"moniker": "PublicAccessMapping",
-                            "accessPoint": "https://dev.azure.com/fabrikam/"}],
-        "serviceDefinitions": [{"serviceType": "LocationService2", "relativePath": "/",
-                                "locationMappings": [{"accessMappingMoniker": "PublicAccessMapping",
-                                                      "location": "https://vssps.dev.azure.com/fabrikam/"}]}],
-    }}
+        f"{GW}/_hosts/vsrm/fabrikam/",
+        f"{GW}/fabrikam/",
+    ]
+    conn = {
+        "locationServiceData": {
+            "accessMappings": [
+                {"moniker": "PublicAccessMapping", "accessPoint": "https://dev.azure.com/fabrikam/"}
+            ],
+            "serviceDefinitions": [
+                {
+                    "serviceType": "LocationService2",
+                    "relativePath": "/",
+                    "locationMappings": [
+                        {
+                            "accessMappingMoniker": "PublicAccessMapping",
+                            "location": "https://vssps.dev.azure.com/fabrikam/",
+                        }
+                    ],
+                }
+            ],
+        }
+    }
     out = json.loads(rewriter().rewrite_body(json.dumps(conn).encode()))
     lsd = out["locationServiceData"]
     assert lsd["accessMappings"][0]["accessPoint"] == f"{GW}/fabrikam/"
     assert lsd["serviceDefinitions"][0]["locationMappings"][0]["location"] == (
-        f"{GW}/_hosts/vssps/fabrikam/")
+        f"{GW}/_hosts/vssps/fabrikam/"
+    )
     assert lsd["serviceDefinitions"][0]["relativePath"] == "/"
 
 
@@ -228,8 +278,9 @@ def test_rewrite_keeps_the_content_encoding() -> None:
     assert json.loads(zlib.decompress(out)) == {"url": f"{GW}/o/x"}
     raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     raw_deflate = raw.compress(body) + raw.flush()
-    assert json.loads(zlib.decompress(rw.rewrite_body(raw_deflate, content_encoding="deflate"))) == {
-        "url": f"{GW}/o/x"}
+    assert json.loads(
+        zlib.decompress(rw.rewrite_body(raw_deflate, content_encoding="deflate"))
+    ) == {"url": f"{GW}/o/x"}
     assert rw.rewrite_body(body, content_encoding="br") is body
     assert rw.rewrite_body(b"not gzip", content_encoding="gzip") == b"not gzip"
 
@@ -238,8 +289,10 @@ def test_compressed_bodies_that_inflate_past_the_limit_pass_untouched() -> None:
     body = json.dumps({"url": "https://dev.azure.com/o/x", "pad": "a" * 5000}).encode()
     bomb = gzip.compress(body)
     assert len(bomb) < 1024
-    assert rewriter(limits={"rewrite_max_bytes": 1024}).rewrite_body(
-        bomb, content_encoding="gzip") is bomb
+    assert (
+        rewriter(limits={"rewrite_max_bytes": 1024}).rewrite_body(bomb, content_encoding="gzip")
+        is bomb
+    )
     assert rewriter(limits={"rewrite_max_bytes": 1024}).rewrite_body(body) is body
     truncated = gzip.compress(body)[:-12]
     assert rewriter().rewrite_body(truncated, content_encoding="gzip") is truncated
@@ -252,7 +305,6 @@ def test_deeply_nested_json_does_not_crash() -> None:
 
 @pytest.mark.parametrize("depth", [200, 950, 990, 2000])
 def test_nesting_near_the_recursion_limit(depth: int) -> None:
-    body = (b'{"url":"https://dev.azure.com/x","a":' + b'{"b":' * depth + b"1" + b"}" * depth
-            + b"}")
+    body = b'{"url":"https://dev.azure.com/x","a":' + b'{"b":' * depth + b"1" + b"}" * depth + b"}"
     out = rewriter().rewrite_body(body)
     assert out is body or json.loads(out)["url"] == f"{GW}/x"

@@ -4,12 +4,12 @@ notices any request a real client sends somewhere other than the gateway."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 
 from gateway.demo.azdo import AzdoStandIn
@@ -51,11 +51,13 @@ class RecordingAzdo(AzdoStandIn):
         return None
 
 
-@pytest.fixture
-async def azdo(tmp_path: Path) -> AsyncIterator[RecordingAzdo]:
-    standin = await RecordingAzdo(tmp_path / "azdo").start()
-    yield standin
-    await standin.close()
+@contextlib.asynccontextmanager
+async def running_azdo(root: Path) -> AsyncIterator[RecordingAzdo]:
+    standin = await RecordingAzdo(root).start()
+    try:
+        yield standin
+    finally:
+        await standin.close()
 
 
 def gateway_config(standin: AzdoStandIn, **extra: object) -> dict[str, object]:

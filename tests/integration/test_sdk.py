@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.fakes.azdo_standin import RecordingAzdo, azdo, client, gateway_config  # noqa: F401
+from tests.fakes.azdo_standin import RecordingAzdo, client, gateway_config, running_azdo
 from tests.harness import new_key
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,12 @@ SDK_SCOPES = [
     "vso.release",
     "vso.work",
 ]
+
+
+@pytest.fixture
+async def azdo(tmp_path: Path) -> AsyncIterator[RecordingAzdo]:
+    async with running_azdo(tmp_path / "azdo") as standin:
+        yield standin
 
 
 @pytest.fixture

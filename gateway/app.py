@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.authn import Authentication, strip_credentials
-from gateway.canonical import canonicalize, effective_method
+from gateway.canonical import canonicalize, check_headers, effective_method
 from gateway.catalog import Catalog
 from gateway.config.model import Config
 from gateway.errors import Denied, GatewayError
@@ -185,6 +185,7 @@ class Gateway:
             request.raw_path, gw.upstream.hosts, max_length=gw.limits.max_url_length
         )
         ctx.host, ctx.path, ctx.query = target.host, target.path, target.query
+        check_headers(request.headers.items())
         ctx.effective_method = effective_method(ctx.method, request.headers.items())
         return await handler(request)
 

@@ -8,12 +8,15 @@ and Azure DevOps:
 
 - targets that are not origin-form (`http://host/...`, `host:443`, `*`), or
   carry a fragment, raw spaces, control or non-ASCII characters, or `\\`;
-- invalid percent-encodings, encoded `/`, `\\` and NUL, encoded control
+- invalid percent-encodings, double encodings (`%252e`), encoded `/`, `\\` and NUL, encoded control
   characters, percent-encoded bytes that are not valid UTF-8 (overlong forms
   such as `%C0%AE` included);
 - dot segments, plain or encoded (`.`, `..`, `%2e%2E`, `..;/`), and empty
   segments (`//`);
 - over-long targets and paths with too many segments;
+- headers that some servers take as the request target (`X-Original-URL`,
+  `X-Rewrite-URL`, ...), and a repeated `Host`, `Content-Length` or
+  `Transfer-Encoding` header;
 - method-override headers (`X-HTTP-Method-Override`, `X-HTTP-Method`,
   `X-Method-Override`, with `-` or `_`) on anything but POST, naming anything
   but PUT, PATCH, DELETE or POST, or naming two different methods.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from gateway.errors import BadRequest
 
@@ -37,6 +41,11 @@ MAX_TARGET_LENGTH = 8192
 MAX_SEGMENTS = 128
 OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 OVERRIDABLE = frozenset({"PUT", "PATCH", "DELETE", "POST"})
+# Headers IIS URL Rewrite, Symfony, Zend and others take as the request target.
+TARGET_HEADERS = frozenset(
+    {"x-original-url", "x-rewrite-url", "x-original-uri", "x-override-url", "x-http-destinationurl"}
+)
+SINGLE_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -44,7 +53,7 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _PATH_CHARS = _UNRESERVED | frozenset("!$&'()*+,;=:@/%")
 _QUERY_CHARS = _PATH_CHARS | frozenset("?")
 # Query strings in the wild also carry these unencoded; they cannot change the path.
-_QUERY_LENIENT = frozenset("[]{}|^`\"<>")
+_QUERY_LENIENT = frozenset('[]{}|^`"<>')
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,10 @@ def _segment(raw: str, in_packaging: bool) -> str:
             raise _reject("invalid percent-encoding in path")
         byte = int(hexa, 16)
         i += 3
+        if byte == 0x25 and set(raw[i : i + 2]) <= _HEX and len(raw[i : i + 2]) == 2:
+            # IIS refuses double escaping (request filtering, allowDoubleEscaping=false);
+            # a server that decoded twice would see another path than the one authorized.
+            raise _reject("double percent-encoding in path")
         if chr(byte) in _UNRESERVED:
             flush()
             out.append(chr(byte))
@@ -143,7 +156,7 @@ def canonicalize(
         seg = _segment(raw, in_packaging)
         if seg == "" and i != len(raw_segments) - 1:
             raise _reject("empty path segment ('//')")
-        if seg.partition(";")[0] in (".", ".."):
+        if seg.partition(";")[0] in (".", "..") or unquote(seg).partition(";")[0] in (".", ".."):
             raise _reject("dot segment in path")
         if in_packaging:
             _check_npm_scoped(seg)
@@ -174,6 +187,21 @@ def _check_query(query: str) -> None:
         if hexa == "00":
             raise _reject("encoded NUL in query string")
         i = query.find("%", i + 3)
+
+
+def check_headers(headers: Iterable[tuple[str, str]]) -> None:
+    """Reject headers that could make upstream see another target than the one authorized."""
+    seen: set[str] = set()
+    for name, _ in headers:
+        key = name.lower().replace("_", "-")
+        if key in TARGET_HEADERS:
+            # SECURITY: the gateway authorizes the request line's target; a server or
+            # module behind it that honours these would act on a different one.
+            raise _reject(f"header {name!r} is not accepted: it can override the request target")
+        if key in SINGLE_HEADERS:
+            if key in seen:
+                raise _reject(f"header {name!r} is repeated", "bad_request")
+            seen.add(key)
 
 
 def effective_method(method: str, headers: Iterable[tuple[str, str]]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import cast
 from urllib.parse import unquote, unquote_plus
 
 from gateway.catalog.load import CatalogError, read_catalog
@@ -32,12 +33,22 @@ ANY_HOST = "*"
 PROJECT_PARAMS = ("project", "projectId", "scopeIdentifier")  # "ID or name of the project"
 
 SOAP = Operation(
-    id="soap.WebServices", area="soap", host=ANY_HOST, method="*", template="/**", scopes=(),
+    id="soap.WebServices",
+    area="soap",
+    host=ANY_HOST,
+    method="*",
+    template="/**",
+    scopes=(),
     deny_reason="soap_not_supported",
     note="legacy SOAP web services (/_ws/, *.asmx) carry arbitrary operations in their bodies",
 )
 BATCH = Operation(
-    id="batch.Batch", area="batch", host=ANY_HOST, method="*", template="/**", scopes=(),
+    id="batch.Batch",
+    area="batch",
+    host=ANY_HOST,
+    method="*",
+    template="/**",
+    scopes=(),
     deny_reason="batch_not_allowed",
     note="$batch endpoints carry other operations in their body",
 )
@@ -135,7 +146,7 @@ class Catalog:
             return None
         entries, captures = result
         for entry in entries:
-            op, names = entry  # type: ignore[misc]
+            op, names = cast(_Entry, entry)
             if op.query and not _query_selects(op.query, query):
                 continue
             params = dict(zip(names, captures, strict=False))

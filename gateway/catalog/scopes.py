@@ -9,7 +9,7 @@ suggests the closest known name for a misspelt one.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 EVERYTHING = "user_impersonation"
@@ -53,7 +53,7 @@ class Scopes:
     def __len__(self) -> int:
         return len(self.by_name)
 
-    def __iter__(self) -> Iterable[str]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[str]:
         return iter(self.by_name)
 
     def includes(self, name: str) -> frozenset[str]:

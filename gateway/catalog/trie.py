@@ -47,12 +47,7 @@ def parse_template(template: str) -> tuple[Segment, ...]:
         if opening < 0 and closing < 0:
             out.append(Segment("literal", seg.lower()))
             continue
-        if (
-            opening < 0
-            or closing < opening + 2
-            or seg.count("{") != 1
-            or seg.count("}") != 1
-        ):
+        if opening < 0 or closing < opening + 2 or seg.count("{") != 1 or seg.count("}") != 1:
             raise TemplateError(f"malformed parameter segment {seg!r} in {template!r}")
         name = seg[opening + 1 : closing]
         prefix, suffix = seg[:opening].lower(), seg[closing + 1 :].lower()

@@ -65,8 +65,9 @@ def client_rules(client: Client, catalog: Catalog) -> ClientRules:
     )
 
 
-def _deny(reason: str, message: str, scopes: tuple[str, ...] = (), rule: str | None = None
-          ) -> Decision:
+def _deny(
+    reason: str, message: str, scopes: tuple[str, ...] = (), rule: str | None = None
+) -> Decision:
     return Decision(False, reason, scopes, rule=rule, message=message)
 
 
@@ -107,23 +108,30 @@ class Policy:
                     matched.append((route, params))
         for route, _ in matched:
             if route.rule.deny:
-                return _deny("route_denied", f"denied by route rule {route.name!r}", required,
-                             route.name)
+                return _deny(
+                    "route_denied", f"denied by route rule {route.name!r}", required, route.name
+                )
         for route, _ in matched:
             allowed = route.rule.clients
             if allowed is not None and name not in allowed:
                 return _deny(
                     "client_not_allowed_on_route",
                     f"route rule {route.name!r} allows only {', '.join(allowed) or 'no clients'}",
-                    required, route.name,
+                    required,
+                    route.name,
                 )
         allow = next((r for r, _ in matched if r.rule.allow), None)
         if op is None and allow is None:
-            return _deny("no_matching_operation",
-                         f"no Azure DevOps operation matches {method} {ctx.path}")
+            return _deny(
+                "no_matching_operation", f"no Azure DevOps operation matches {method} {ctx.path}"
+            )
         if op is not None and op.deny_reason and allow is None:
-            return _deny(op.deny_reason, f"{op.id}: {op.note or op.deny_reason} "
-                         "(a route rule with allow: true can permit it)", required)
+            return _deny(
+                op.deny_reason,
+                f"{op.id}: {op.note or op.deny_reason} "
+                "(a route rule with allow: true can permit it)",
+                required,
+            )
         org, project = _bound(ctx, matched)
         public = op is not None and op.public
         denial = _where(rules, org, project, public, required)
@@ -131,22 +139,34 @@ class Policy:
             return denial
         if op is not None and not public and not op.deny_reason:
             if not op.scopes and allow is None:
-                return _deny("missing_scope", f"{op.id}: the Azure DevOps specification states "
-                             "no scope for it; only a route rule with allow: true can permit it")
+                return _deny(
+                    "missing_scope",
+                    f"{op.id}: the Azure DevOps specification states "
+                    "no scope for it; only a route rule with allow: true can permit it",
+                )
             if op.scopes and not any(s in rules.held for s in op.scopes):
-                return _deny("missing_scope", f"{op.id} needs {' or '.join(op.scopes)}; "
-                             f"client {name!r} is granted {', '.join(rules.client.scopes) or 'none'}",
-                             required)
+                granted = ", ".join(rules.client.scopes) or "none"
+                return _deny(
+                    "missing_scope",
+                    f"{op.id} needs {' or '.join(op.scopes)}; client {name!r} is granted {granted}",
+                    required,
+                )
         extra: list[str] = []
         for route, _ in matched:
             for scope in route.rule.scopes:
                 if scope not in rules.held:
-                    return _deny("missing_scope",
-                                 f"route rule {route.name!r} also requires {scope}",
-                                 (*required, *route.rule.scopes), route.name)
+                    return _deny(
+                        "missing_scope",
+                        f"route rule {route.name!r} also requires {scope}",
+                        (*required, *route.rule.scopes),
+                        route.name,
+                    )
                 extra.append(scope)
-        decided_by = allow.name if allow is not None and (op is None or op.deny_reason
-                                                           or not op.scopes) else None
+        decided_by = (
+            allow.name
+            if allow is not None and (op is None or op.deny_reason or not op.scopes)
+            else None
+        )
         return Decision(True, None, (*required, *extra), rule=decided_by)
 
 
@@ -163,24 +183,41 @@ def _bound(
     return (unquote(org) if org else None), (unquote(project) if project else None)
 
 
-def _where(rules: ClientRules, org: str | None, project: str | None, public: bool,
-           required: tuple[str, ...]) -> Decision | None:
+def _where(
+    rules: ClientRules,
+    org: str | None,
+    project: str | None,
+    public: bool,
+    required: tuple[str, ...],
+) -> Decision | None:
     """Deny when the organization or project is outside the client's restrictions."""
     if rules.organizations is not None:
         if org is None:
             if not public:
-                return _deny("organization_not_allowed", "the request names no organization; "
-                             f"client is limited to {', '.join(sorted(rules.organizations))}",
-                             required)
+                return _deny(
+                    "organization_not_allowed",
+                    "the request names no organization; "
+                    f"client is limited to {', '.join(sorted(rules.organizations))}",
+                    required,
+                )
         elif org.lower() not in rules.organizations:
-            return _deny("organization_not_allowed",
-                         f"organization {org!r} is not allowed for this client", required)
+            return _deny(
+                "organization_not_allowed",
+                f"organization {org!r} is not allowed for this client",
+                required,
+            )
     if rules.projects is not None and not public:
         if project is None:
-            return _deny("project_not_allowed", "organization-wide operation; client is "
-                         "limited to named projects", required)
+            return _deny(
+                "project_not_allowed",
+                "organization-wide operation; client is limited to named projects",
+                required,
+            )
         allowed = rules.projects.get((org or "").lower(), frozenset())
         if project.lower() not in allowed:
-            return _deny("project_not_allowed",
-                         f"project {project!r} is not allowed for this client", required)
+            return _deny(
+                "project_not_allowed",
+                f"project {project!r} is not allowed for this client",
+                required,
+            )
     return None

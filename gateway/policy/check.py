@@ -3,9 +3,9 @@
 Errors: unknown scope names (with a did-you-mean), route rules naming unknown
 clients, hosts or methods, malformed route paths, `projects` entries that are
 not `organization/project`. Warnings: high-privilege grants, grants no
-operation uses, route rules that match no operation, rules that do nothing,
-`allow: true` rules open to every client. Every problem names the file, line
-and key when the configuration can say where it came from.
+operation uses, route rules that match no operation, `allow: true` rules
+open to every client. Every problem names the file, line and key when the
+configuration can say where it came from.
 """
 
 from __future__ import annotations
@@ -58,21 +58,26 @@ def overlaps(a: Sequence[Segment], b: Sequence[Segment]) -> bool:
         if x.kind == "literal" and y.kind == "literal" and x.text != y.text:
             return False
         for lit, pat in ((x, y), (y, x)):
-            if lit.kind == "literal" and pat.kind == "mixed" and not (
-                lit.text.startswith(pat.prefix) and lit.text.endswith(pat.suffix)
+            if (
+                lit.kind == "literal"
+                and pat.kind == "mixed"
+                and not (lit.text.startswith(pat.prefix) and lit.text.endswith(pat.suffix))
             ):
                 return False
         i += 1
 
 
-def _route_ops(catalog: Catalog, host: str, methods: frozenset[str] | None,
-               segments: Sequence[Segment]) -> list[Operation]:
+def _route_ops(
+    catalog: Catalog, host: str, methods: frozenset[str] | None, segments: Sequence[Segment]
+) -> list[Operation]:
     out = []
     for op in catalog.operations:
         if host != ANY_HOST and op.host not in (host, ANY_HOST):
             continue
-        if methods is not None and op.method not in methods and not (
-            op.method == "GET" and "HEAD" in methods
+        if (
+            methods is not None
+            and op.method not in methods
+            and not (op.method == "GET" and "HEAD" in methods)
         ):
             continue
         if overlaps(segments, parse_template(op.template)):
@@ -97,37 +102,46 @@ def check_policy(config: Config, catalog: Catalog) -> tuple[list[str], list[str]
                 errors.append(f"{at}: {problem}")
                 continue
             if catalog.scopes.high_privilege(scope):
-                warnings.append(f"{at}: client {client.name!r} is granted high-privilege scope "
-                                f"{scope!r}; grant the narrowest scope its operations need")
+                warnings.append(
+                    f"{at}: client {client.name!r} is granted high-privilege scope "
+                    f"{scope!r}; grant the narrowest scope its operations need"
+                )
             if not (catalog.scopes.includes(scope) & used):
-                warnings.append(f"{at}: no operation in the catalog needs {scope!r} "
-                                "or a scope it includes; the grant has no effect")
+                warnings.append(
+                    f"{at}: no operation in the catalog needs {scope!r} "
+                    "or a scope it includes; the grant has no effect"
+                )
         for pi, entry in enumerate(client.projects or ()):
             org, sep, project = entry.partition("/")
             if not sep or not org.strip() or not project.strip() or "/" in project:
                 at = where(("clients", ci, "projects", pi), f"{label}.projects[{pi}]")
-                errors.append(f"{at}: expected 'organization/project' (name or id), "
-                              f"got {entry!r}")
+                errors.append(f"{at}: expected 'organization/project' (name or id), got {entry!r}")
     hosts = set(config.gateway.upstream.hosts) | {ANY_HOST}
     for ri, route in enumerate(config.routes):
         label = f"routes[{ri}] ({route.name})"
         m = route.match
         if m.host not in hosts:
             at = where(("routes", ri, "match", "host"), f"{label}.match.host")
-            errors.append(f"{at}: unknown host {m.host!r} (upstream.hosts: "
-                          f"{', '.join(sorted(hosts - {ANY_HOST}))})")
+            errors.append(
+                f"{at}: unknown host {m.host!r} (upstream.hosts: "
+                f"{', '.join(sorted(hosts - {ANY_HOST}))})"
+            )
         raw_methods = (m.method,) if isinstance(m.method, str) else (m.method or ())
         bad = [x for x in raw_methods if x.strip().upper() not in METHODS]
         if bad:
             at = where(("routes", ri, "match", "method"), f"{label}.match.method")
-            errors.append(f"{at}: unknown method {bad[0]!r} (expected one of "
-                          f"{', '.join(sorted(METHODS - {'*'}))})")
+            errors.append(
+                f"{at}: unknown method {bad[0]!r} (expected one of "
+                f"{', '.join(sorted(METHODS - {'*'}))})"
+            )
         for ki, cname in enumerate(route.clients or ()):
             if cname not in names:
                 at = where(("routes", ri, "clients", ki), f"{label}.clients[{ki}]")
-                hint = difflib.get_close_matches(cname, names, n=1)
-                errors.append(f"{at}: unknown client {cname!r}"
-                              + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+                hint = difflib.get_close_matches(cname, names, n=1, cutoff=0.5)
+                errors.append(
+                    f"{at}: unknown client {cname!r}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                )
         for si, scope in enumerate(route.scopes):
             problem = _scope_problem(catalog, scope)
             if problem:
@@ -140,18 +154,21 @@ def check_policy(config: Config, catalog: Catalog) -> tuple[list[str], list[str]
             at = where(("routes", ri, "match", "path"), f"{label}.match.path")
             errors.append(f"{at}: {err}")
             continue
-        if not (route.deny or route.allow or route.clients is not None or route.scopes):
-            warnings.append(f"{at}: rule {route.name!r} neither denies, allows, limits clients "
-                            "nor adds scopes; it has no effect")
         if route.allow and route.clients is None and not route.deny:
-            warnings.append(f"{at}: rule {route.name!r} allows every client; "
-                            "name the clients that need it")
+            warnings.append(
+                f"{at}: rule {route.name!r} allows every client; name the clients that need it"
+            )
         if route.allow or bad or m.host not in hosts:
             continue
-        methods = None if not raw_methods or "*" in {x.upper() for x in raw_methods} else \
-            frozenset(x.strip().upper() for x in raw_methods)
+        methods = (
+            None
+            if not raw_methods or "*" in {x.upper() for x in raw_methods}
+            else frozenset(x.strip().upper() for x in raw_methods)
+        )
         if not _route_ops(catalog, m.host, methods, segments):
-            warnings.append(f"{at}: rule {route.name!r} matches no operation in the catalog "
-                            f"({'/'.join(sorted(methods or {'any method'}))} {m.path} "
-                            f"on host {m.host!r})")
+            warnings.append(
+                f"{at}: rule {route.name!r} matches no operation in the catalog "
+                f"({'/'.join(sorted(methods or {'any method'}))} {m.path} "
+                f"on host {m.host!r})"
+            )
     return errors, warnings

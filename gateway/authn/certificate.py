@@ -14,6 +14,7 @@ for a verified certificate that matches no client.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import ssl
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from gateway.authn.base import Presented
 from gateway.config.model import Config
 from gateway.errors import Denied
 from gateway.types import ClientIdentity
+
+log = logging.getLogger("azdo_gateway.authn")
 
 Rdns = frozenset[tuple[str, str]]
 
@@ -90,7 +93,11 @@ class CertificateAuthenticator:
                     if match.sha256_fingerprint
                     else None
                 )
-                rdns = parse_subject(match.subject) if match.subject else None
+                try:
+                    rdns = parse_subject(match.subject) if match.subject else None
+                except ValueError as err:  # `check` reports it; never match on a broken rule
+                    log.error("client %s: certificate subject ignored: %s", client.name, err)
+                    continue
                 self._rules.append(_Rule(client.name, fp, rdns))
         self._seen: LRUCache[bytes, PeerCertificate] = LRUCache(maxsize=1024)
 

@@ -271,6 +271,14 @@ def validate_clients(config: Config) -> list[Problem]:
         if client.certificates and (tls is None or not tls.client_ca_file):
             message = "certificate authentication needs listen.tls.client_ca_file"
             out.append(at(("clients", i, "certificates"), message))
+        for c, cert in enumerate(client.certificates):
+            fp = (cert.sha256_fingerprint or "").replace(":", "").replace(" ", "")
+            if cert.sha256_fingerprint is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", fp):
+                message = "expected 64 hex digits (SHA-256 of the DER certificate; ':' allowed)"
+                out.append(at(("clients", i, "certificates", c, "sha256_fingerprint"), message))
+            if cert.subject is not None and not _DN.fullmatch(cert.subject.strip()):
+                message = "expected a distinguished name such as 'CN=agent,O=Fabrikam'"
+                out.append(at(("clients", i, "certificates", c, "subject"), message))
         if not (client.api_keys or client.entra or client.certificates):
             message = "has no api_keys, entra or certificates: it can never authenticate"
             out.append(at(("clients", i), message, warning=True))
@@ -287,6 +295,15 @@ def validate_clients(config: Config) -> list[Problem]:
             at(("policies",), "no clients are defined: every request is denied", warning=True)
         )
     return out
+
+
+# Distinguished names as RFC 4514 (CN=a,O=b) or OpenSSL (/O=b/CN=a), each part `type=value`
+_RDN = r"[A-Za-z][\w.-]*\s*=(?:[^{sep}\\]|\\.)*"
+_DN = re.compile(
+    "(?:{0}(?:[,+]\\s*{0})*)|(?:/{1}(?:/{1})*)".format(
+        _RDN.format(sep=",+"), _RDN.format(sep="/")
+    )
+)
 
 
 def validate_listen(config: Config) -> list[Problem]:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.app import Gateway, build_runtime
-from gateway.configure import load_checked
 from gateway.config.model import TLS, Config
+from gateway.configure import load_checked
 from gateway.errors import ConfigError
 from gateway.reload import Reloader
 
@@ -136,6 +136,7 @@ async def _serve(config: Config) -> None:
     log.info("azdo-gateway serving on %s (admin %s)", listeners.proxy_url, listeners.admin_url)
     try:
         await stop.wait()
+        listeners.draining.set()  # /readyz turns 503 before anything else stops
         log.info(
             "shutting down: finishing requests in flight (up to %ss)",
             config.gateway.limits.shutdown_grace_s,

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.app import Gateway, build_runtime
 from gateway.configure import load_checked
-from gateway.server import start_listeners
+from gateway.server import Listeners, start_listeners
 
 
 def new_key(prefix: str = "azgw_test_") -> tuple[str, str]:
@@ -29,6 +29,7 @@ class RunningGateway:
     gateway: Gateway
     runners: list[web.AppRunner]
     config_path: Path
+    listeners: Listeners | None = None
 
     async def close(self) -> None:
         for runner in self.runners:
@@ -62,4 +63,5 @@ async def start_gateway(
         gateway=gateway,
         runners=[listeners.proxy, listeners.admin],
         config_path=cfg_path,
+        listeners=listeners,
     )

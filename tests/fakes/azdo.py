@@ -10,6 +10,7 @@ from bare repositories made with `fake.add_repo()`.
     /_fake/status/{code}           that status with a JSON body and Azure DevOps' throttling headers
     /_fake/headers                 Azure DevOps' own headers plus ones a proxy must drop
     /_fake/hold                    answers only once the test calls `fake.release()`
+                                   (so does any path in `fake.hold_paths`)
     /_fake/sleep/{seconds}         answers after that long (for load, not for synchronisation)
     /_fake/stall                   never answers
     /_fake/stall-body              sends headers and half the body, then stalls
@@ -66,6 +67,7 @@ class FakeAzdo:
     reject_status: int = 401
     held: asyncio.Event = field(default_factory=asyncio.Event)
     holding: int = 0
+    hold_paths: set[str] = field(default_factory=set)
     _release: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: int = 0  # handlers that were cancelled because the caller went away
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -176,7 +178,7 @@ async def _special(fake: FakeAzdo, request: web.Request, path: str) -> web.Strea
             "Keep-Alive": "timeout=5", "Proxy-Authenticate": "Basic", "X-Request-ID": "upstream-id",
         })
         return response
-    if path == "/_fake/hold":
+    if path == "/_fake/hold" or path in fake.hold_paths:
         await _record(fake, request)
         fake.holding += 1
         fake.held.set()

@@ -41,6 +41,8 @@ def _names(names: Iterable[str]) -> str:
 
 def _unknown(kind: str, name: str, defined: Iterable[str]) -> str:
     defined = list(defined)
+    if not defined:
+        return f"unknown {kind} '{name}' (none are defined)"
     guess = did_you_mean(name, defined)
     hint = f"did you mean '{guess}'? " if guess else ""
     return f"unknown {kind} '{name}' ({hint}defined: {_names(defined)})"
@@ -234,7 +236,7 @@ def validate_routes(config: Config) -> list[Problem]:
         for c, name in enumerate(route.clients or ()):
             if name not in names and name not in config.sources.broken_clients:
                 out.append(at(("routes", i, "clients", c), _unknown("client", name, names)))
-        if route.match.host not in hosts:
+        if route.match.host not in hosts and route.match.host != "*":  # "*": every host
             message = _unknown("upstream host", route.match.host, hosts)
             out.append(at(("routes", i, "match", "host"), message))
         if not route.match.path.startswith("/"):
@@ -244,9 +246,6 @@ def validate_routes(config: Config) -> list[Problem]:
             if not _TOKEN.match(method):
                 message = f"expected an HTTP method such as GET or POST, got '{method}'"
                 out.append(at(("routes", i, "match", "method", m), message))
-        if not (route.deny or route.allow or route.clients is not None or route.scopes):
-            message = "does nothing: set deny, allow, clients or scopes"
-            out.append(at(("routes", i), message))
     return out
 
 

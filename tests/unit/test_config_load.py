@@ -88,3 +88,137 @@ def test_missing_variable_is_named(cfg: Path) -> None:
         "gateway.yaml:4: credentials.server.pat: environment variable ADO_PAT is not set "
         "(set it, or give a default: ${ADO_PAT:-default})"
     ]
+
+
+def test_relative_files_are_relative_to_gateway_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "etc"
+    write(conf, "secrets/pat", "s3cr3t\n")
+    write(conf, "gateway.yaml", "credentials:\n  server: {type: pat, pat_file: secrets/pat}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load(conf / "gateway.yaml", env={})
+    cred = config.gateway.credentials["server"]
+    assert cred.type == "pat"
+    assert cred.pat_file == str(conf / "secrets" / "pat")
+    assert cred.secret() == "s3cr3t"  # one trailing newline dropped
+    (conf / "secrets" / "pat").write_text("rotated\n")
+    assert cred.secret() == "rotated"  # re-read on every call
+    # outside the working directory, files are named by their absolute path
+    assert config.locate(("credentials",)) == f"{conf / 'gateway.yaml'}:1: credentials"
+
+
+def test_policy_files_in_order_each_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("b", "a", "c"):
+        write(tmp_path, f"p/{name}.yaml", f"clients: [{{name: {name}, credential: s}}]\n")
+    write(
+        tmp_path,
+        "gateway.yaml",
+        """\
+        credentials: {s: {type: managed_identity}}
+        policies: [p/c.yaml, "p/*.yaml", p/c.yaml]
+        """,
+    )
+    config = load(tmp_path / "gateway.yaml", env={})
+    assert [c.name for c in config.clients] == ["c", "a", "b"]
+    assert [p.name for p in config.files] == ["gateway.yaml", "c.yaml", "a.yaml", "b.yaml"]
+
+
+def test_warnings_do_not_stop_a_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path,
+        "p.yaml",
+        f"""\
+        clients:
+          - name: old
+            api_keys: [{{id: k1, sha256: "{DIGEST}", expires: 2001-02-03}}]
+            credential: inline
+            scopes: [vso.code]
+          - name: nobody
+            credential: inline
+        """,
+    )
+    write(
+        tmp_path,
+        "gateway.yaml",
+        """\
+        credentials:
+          inline: {type: client_secret, client_id: x, client_secret: hunter2, tenant_id: t}
+          spare: {type: managed_identity}
+        policies: [p.yaml]
+        """,
+    )
+    config = load(tmp_path / "gateway.yaml", env={})
+    assert list(config.warnings) == [
+        "gateway.yaml:2: credentials.inline.client_secret: secret written inline: "
+        "use ${ENV} or client_secret_file",
+        "gateway.yaml:3: credentials.spare: not used by any client",
+        "p.yaml:3: clients[0].api_keys[0].expires: key 'k1' expired on 2001-02-03",
+        "p.yaml:6: clients[1]: has no api_keys, entra or certificates: it can never authenticate",
+        "p.yaml:6: clients[1]: grants no scopes: only route rules can allow its requests",
+    ]
+    assert "hunter2" not in "\n".join(config.warnings)
+
+
+def test_tls_certificate_and_key_must_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.demo.pki import DemoCA
+
+    monkeypatch.chdir(tmp_path)
+    ca = DemoCA()
+    one, other = ca.issue_server(), ca.issue_server()
+    (tmp_path / "cert.pem").write_bytes(one.cert_pem)
+    (tmp_path / "key.pem").write_bytes(other.key_pem)
+    (tmp_path / "good-key.pem").write_bytes(one.key_pem)
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    tls = "listen: {tls: {cert_file: cert.pem, key_file: %s, client_ca_file: ca.pem}}\n"
+    write(tmp_path, "gateway.yaml", tls % "key.pem")
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path / "gateway.yaml", env={})
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith(
+        "gateway.yaml:1: listen.tls: certificate and key do not load together ("
+    )
+    write(tmp_path, "gateway.yaml", tls % "good-key.pem")
+    assert load(tmp_path / "gateway.yaml", env={}).gateway.listen.tls is not None
+
+
+def test_locate_routes_and_unwritten_keys(cfg: Path) -> None:
+    write(
+        cfg.parent,
+        "policies/web.yaml",
+        """\
+        routes:
+          - name: r
+            match: {method: delete, path: /x}
+            deny: true
+        """,
+    )
+    config = load(cfg, env={"ADO_PAT": "x"})
+    assert config.routes[0].match.method == ("DELETE",)
+    assert (
+        config.locate(("routes", 0, "match", "path")) == "policies/web.yaml:3: routes[0].match.path"
+    )
+    assert config.locate(("routes", 0, "scopes")) == "policies/web.yaml:2: routes[0].scopes"
+    assert config.locate(("clients", 9)) == "gateway.yaml: clients[9]"
+
+
+def test_every_problem_in_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path,
+        "p.yaml",
+        "clients:\n" + "".join(f"  - {{name: c{i}, credential: nope{i}}}\n" for i in range(5)),
+    )
+    write(tmp_path, "gateway.yaml", "policies: [p.yaml]\n")
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path / "gateway.yaml", env={})
+    assert err.value.problems == [
+        f"p.yaml:{i + 2}: clients[{i}].credential: unknown credential 'nope{i}' (none are defined)"
+        for i in range(5)
+    ]

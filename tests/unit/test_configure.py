@@ -1,0 +1,99 @@
+"""load_checked: the loader plus the policy checks, as run, reload and check use it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import gateway.policy
+from gateway.cli import main
+from gateway.config.load import load
+from gateway.config.model import Config
+from gateway.configure import load_checked
+from gateway.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _example_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("BUILD_SP_", "GATEWAY_APP_", "PLATFORM_MI_", "AZDO_GATEWAY_")):
+            monkeypatch.delenv(name)
+
+
+def test_repository_example_passes_check(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _example_env(monkeypatch)
+    monkeypatch.chdir(REPO)
+    assert main(["check", "-c", "gateway.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("gateway.yaml: ok: 4 clients, 3 credentials, 2 routes, 3 policy files, ")
+    config = load("gateway.yaml")
+    assert list(config.warnings) == [
+        "gateway.yaml:72: credentials.build-sp.client_secret: is empty: upstream tokens cannot "
+        "be acquired with it (is BUILD_SP_CLIENT_SECRET set?)",
+        "gateway.yaml:86: credentials.caller.client_secret: is empty: upstream tokens cannot "
+        "be acquired with it (is GATEWAY_APP_CLIENT_SECRET set?)",
+    ]
+    for warning in config.warnings:
+        assert f"warning: {warning}\n" in out
+
+
+def test_repository_example_with_secrets_set_has_no_config_warnings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _example_env(monkeypatch)
+    monkeypatch.setenv("BUILD_SP_CLIENT_SECRET", "from-env-1")
+    monkeypatch.setenv("GATEWAY_APP_CLIENT_SECRET", "from-env-2")
+    monkeypatch.chdir(REPO)
+    config = load("gateway.yaml")
+    assert config.warnings == ()
+    assert config.gateway.credentials["build-sp"].secret() == "from-env-1"  # type: ignore[union-attr]
+
+
+def _write(tmp_path: Path) -> Path:
+    (tmp_path / "p.yaml").write_text(
+        "clients:\n  - {name: ci, credential: mi, scopes: [vso.code]}\n"
+    )
+    path = tmp_path / "gateway.yaml"
+    path.write_text("credentials: {mi: {type: managed_identity}}\npolicies: [p.yaml]\n")
+    return path
+
+
+def test_policy_check_errors_and_warnings_are_merged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    seen: list[Config] = []
+
+    def check_policy(config: Config, catalog: object) -> tuple[list[str], list[str]]:
+        seen.append(config)
+        return [config.locate(("clients", 0, "scopes", 0)) + ": unknown scope"], ["policy warning"]
+
+    monkeypatch.setattr(gateway.policy, "check_policy", check_policy)
+    with pytest.raises(ConfigError) as err:
+        load_checked(_write(tmp_path))
+    assert err.value.problems == ["p.yaml:2: clients[0].scopes[0]: unknown scope"]
+    assert err.value.warnings[-1] == "policy warning"
+    assert "p.yaml:2: clients[0]: has no api_keys" in err.value.warnings[0]
+    assert len(seen) == 1
+
+    monkeypatch.setattr(gateway.policy, "check_policy", lambda config, catalog: ([], ["w2"]))
+    config = load_checked(_write(tmp_path))
+    assert config.warnings[-1] == "w2" and len(config.warnings) == 2
+
+
+def test_policy_check_is_not_run_on_a_config_that_does_not_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    called = []
+    monkeypatch.setattr(gateway.policy, "check_policy", lambda c, k: called.append(c) or ([], []))
+    (tmp_path / "gateway.yaml").write_text("listen: {port: x}\n")
+    with pytest.raises(ConfigError) as err:
+        load_checked(tmp_path / "gateway.yaml")
+    assert err.value.problems == ["gateway.yaml:1: listen.port: expected a whole number, got 'x'"]
+    assert called == []

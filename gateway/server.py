@@ -31,6 +31,7 @@ from gateway.config.model import TLS, Config
 from gateway.configure import load_checked
 from gateway.errors import ConfigError
 from gateway.reload import Reloader
+from gateway.supervisor import default_workers, supervise, worker_ports
 
 log = logging.getLogger("azdo_gateway")
 
@@ -109,8 +110,14 @@ async def start_listeners(gateway: Gateway, config: Config) -> Listeners:
     await admin.setup()
     tls = server_tls(cfg.listen.tls) if cfg.listen.tls else None
     try:
-        await web.TCPSite(proxy, cfg.listen.host, cfg.listen.port, ssl_context=tls).start()
-        await web.TCPSite(admin, cfg.admin.host, cfg.admin.port).start()
+        # a worker of `run --workers N` binds the supervisor's ports with SO_REUSEPORT
+        ports = worker_ports()
+        proxy_port, admin_port = ports or (cfg.listen.port, cfg.admin.port)
+        reuse = True if ports else None
+        await web.TCPSite(
+            proxy, cfg.listen.host, proxy_port, ssl_context=tls, reuse_port=reuse
+        ).start()
+        await web.TCPSite(admin, cfg.admin.host, admin_port, reuse_port=reuse).start()
     except BaseException:
         await proxy.cleanup()
         await admin.cleanup()
@@ -159,7 +166,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def serve(config_path: str, *, workers: int = 1) -> int:
+def serve(config_path: str, *, workers: int | None = 1) -> int:
     """`azdo-gateway run`: 0 after a clean shutdown, 1 when it cannot start."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -170,10 +177,13 @@ def serve(config_path: str, *, workers: int = 1) -> int:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return 1
-    if workers != 1:
-        print("--workers: only 1 is supported; run more instances behind a load balancer",
-              file=sys.stderr)
+    if workers is None:
+        workers = default_workers()
+    if workers < 1:
+        print(f"--workers: expected 1 or more, got {workers}", file=sys.stderr)
         return 1
+    if workers > 1 and worker_ports() is None:
+        return supervise(config, workers)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(config))

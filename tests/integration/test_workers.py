@@ -1,0 +1,163 @@
+"""`azdo-gateway run --workers N`: real processes on one port, crash and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.harness import new_key
+from tests.integration.ops_support import Upstream, metric, metric_values
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Supervised:
+    """The supervisor process and what it (and its workers) logged."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._new = asyncio.Condition()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            async with self._new:
+                self.lines.append(raw.decode(errors="replace").rstrip())
+                self._new.notify_all()
+        async with self._new:
+            self.lines.append("<eof>")
+            self._new.notify_all()
+
+    async def wait_for(self, pattern: str, count: int = 1, timeout: float = 30) -> list[str]:
+        rx = re.compile(pattern)
+
+        def found() -> list[str]:
+            return [line for line in self.lines if rx.search(line)]
+
+        async with asyncio.timeout(timeout), self._new:
+            await self._new.wait_for(lambda: len(found()) >= count or "<eof>" in self.lines)
+        hits = found()
+        assert len(hits) >= count, "\n".join(self.lines)
+        return hits
+
+
+async def test_workers_share_a_port_survive_a_crash_and_stop_on_sigterm(tmp_path):
+    upstream = await Upstream().start()
+    key, digest = new_key()
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "ci.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "clients": [
+                    {
+                        "name": "ci",
+                        "credential": "server",
+                        "scopes": ["vso.project"],
+                        "api_keys": [{"id": "k1", "sha256": digest}],
+                    }
+                ]
+            }
+        )
+    )
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "listen": {"host": "127.0.0.1", "port": 0},
+                "admin": {"host": "127.0.0.1", "port": 0},
+                "upstream": {"hosts": {"main": upstream.url}},
+                "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}},
+                "policies": ["policies/*.yaml"],
+                "audit": {"file": str(tmp_path / "audit.jsonl")},
+                "limits": {"shutdown_grace_s": 5},
+            }
+        )
+    )
+    metrics_dir = tmp_path / "metrics"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZDO_GATEWAY")}
+    env.update(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), PYTHONPATH=str(ROOT))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "-c",
+        str(cfg),
+        "--workers",
+        "2",
+        env=env,
+        cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    sup = Supervised(proc)
+    auth = {"Authorization": aiohttp.encode_basic_auth("", key)}
+    try:
+        (banner,) = await sup.wait_for(r"supervisor: 2 workers on")
+        url, admin = re.findall(r"https?://[\d.]+:\d+", banner)
+        await sup.wait_for(r"serving on", 2)
+        started = [
+            int(p)
+            for line in await sup.wait_for(r"worker \d started", 2)
+            for p in re.findall(r"pid (\d+)", line)
+        ]
+
+        async def burst(n: int) -> list[int]:
+            statuses = []
+            for _ in range(n):  # a new connection each time: the kernel picks a worker
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.get(url + "/fabrikam/_apis/projects", headers=auth) as r,
+                ):
+                    statuses.append(r.status)
+            return statuses
+
+        assert await burst(20) == [200] * 20
+        handled = {f.name for f in metrics_dir.glob("counter_*.db")}
+        assert handled == {f"counter_{pid}.db" for pid in started}  # both workers served
+
+        async def total() -> float:
+            async with aiohttp.ClientSession() as s, s.get(admin + "/metrics") as r:
+                m = metric_values(await r.text())
+            return metric(
+                m,
+                "azdo_gateway_requests_total",
+                client="ci",
+                operation_area="core",
+                method="GET",
+                status="200",
+            )
+
+        assert await total() == 20
+
+        os.kill(started[0], signal.SIGKILL)
+        await sup.wait_for(rf"pid {started[0]}\) exited with SIGKILL")
+        await sup.wait_for(r"serving on", 3)
+        assert len(await sup.wait_for(r"worker 1 started", 2)) == 2  # restarted in its slot
+        assert await total() == 20  # the dead worker's counts are kept
+        assert await burst(10) == [200] * 10
+        assert await total() == 30
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            code = await proc.wait()
+        await sup._reader
+        await upstream.close()
+    assert code == 0, "\n".join(sup.lines)
+    assert any("supervisor stopping" in line for line in sup.lines)
+    for line in sup.lines:
+        assert "Traceback" not in line, "\n".join(sup.lines)
+    # every worker is gone
+    for pid in started:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -160,10 +160,11 @@ class Gateway:
             response = await handler(request)
         except GatewayError as err:
             ctx.error_reason = err.reason
+            as_text = request.headers.get("User-Agent", "").startswith("git/")
             response = web.Response(
                 status=err.status,
-                body=err.to_json(ctx.request_id),
-                content_type="application/json",
+                body=err.to_text(ctx.request_id) if as_text else err.to_json(ctx.request_id),
+                content_type="text/plain" if as_text else "application/json",
                 headers=err.headers,
             )
         response.headers["X-Request-ID"] = ctx.request_id

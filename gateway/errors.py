@@ -106,6 +106,17 @@ class GatewayError(Exception):
     def to_json(self, request_id: str) -> bytes:
         return json.dumps(self.body(request_id)).encode()
 
+    def to_text(self, request_id: str) -> bytes:
+        """The same answer as plain text, for clients that show only that (git prints a
+        text/plain error body as `remote: ...` lines)."""
+        lines = [f"azdo-gateway: {self.message}", f"reason: {self.reason}"]
+        if self.required_scopes:
+            lines.append("required scopes (any one): " + ", ".join(self.required_scopes))
+        if self.operation:
+            lines.append(f"operation: {self.operation}")
+        lines.append(f"request id: {request_id}")
+        return ("\n".join(lines) + "\n").encode()
+
 
 class BadRequest(GatewayError):
     status = 400

@@ -82,6 +82,7 @@ class Reloader:
                 config = await asyncio.to_thread(self.loader, self.path)
                 runtime = self.build(config)
                 runtime.tokens.adopt(self.gateway.runtime.tokens)
+                runtime.authn.adopt(self.gateway.runtime.authn)
                 await runtime.tokens.start()
             except ConfigError as err:
                 return self._refuse(why, "; ".join(err.problems))

@@ -87,6 +87,14 @@ class Authentication:
                 return identity
         raise Unauthenticated("credential not recognised", reason="unknown_key")
 
+    def adopt(self, previous: Authentication) -> None:
+        """Take over what the chain this one replaces (a reload) learned: the
+        failure counts of every source, and the identity provider's signing keys
+        when `identity` is unchanged. Validated tokens are checked again once,
+        since the new policy may map them to other clients."""
+        self.throttle = previous.throttle
+        self.entra.adopt(previous.entra)
+
     async def close(self) -> None:
         await self.entra.close()
 

@@ -366,6 +366,21 @@ class EntraAuthenticator:
             raise ValueError(f"{jwks_uri}: no usable RSA signing keys")
         return SigningKeys(keys, frozenset(issuers), guid)
 
+    def adopt(self, previous: EntraAuthenticator) -> None:
+        """Reuse the signing keys of the authenticator this one replaces, if it
+        trusted the same authority, tenant and CA."""
+        same = (self.authority, self.tenant, self.ca_file) == (
+            previous.authority,
+            previous.tenant,
+            previous.ca_file,
+        )
+        if same and previous._signing is not None:
+            self._signing = previous._signing
+            self._loaded_at = previous._loaded_at
+            self._last_fetch = previous._last_fetch
+            self._bucket, self._bucket_at = previous._bucket, previous._bucket_at
+            self._generation = previous._generation
+
     async def close(self) -> None:
         if self._background is not None:
             self._background.cancel()

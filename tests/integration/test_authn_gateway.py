@@ -243,3 +243,30 @@ async def test_repeated_failures_slow_down_that_source_and_no_other(make_fake_az
         gw, {"Authorization": basic("", keys["current"])}, local="127.0.0.3"
     )
     assert status not in (401, 429)
+
+
+async def test_reload_adds_and_revokes_keys_and_keeps_the_slowdown(make_fake_azdo, make_gateway):
+    import yaml
+
+    from gateway.reload import Reloader
+
+    _, gw, keys = await start(make_fake_azdo, make_gateway)
+    limit = gw.gateway.runtime.authn.throttle.max_failures
+    for _ in range(limit):
+        await call(gw, {"Authorization": basic("", new_key())}, local="127.0.0.2")
+    added = new_key()
+    policy_file = Path(gw.config_path).parent / "policies" / "ci.yaml"
+    doc = yaml.safe_load(policy_file.read_text())
+    api_keys = doc["clients"][0]["api_keys"]
+    doc["clients"][0]["api_keys"] = [k for k in api_keys if k["id"] != "ci-current"] + [
+        {"id": "ci-added", "sha256": key_sha256(added)}
+    ]
+    policy_file.write_text(yaml.safe_dump(doc))
+    assert await Reloader(gw.gateway, gw.config_path).reload("test")
+    status, _, body = await call(gw, {"Authorization": basic("", keys["current"])})
+    assert status == 401 and body["reason"] == "unknown_key"  # revoked by the reload
+    status, headers, _ = await call(gw, {"Authorization": basic("", added)})
+    assert status not in (401, 429)
+    assert audit_lines(gw)[-1]["subject"] == "ci-added"
+    status, _, body = await call(gw, {"Authorization": basic("", added)}, local="127.0.0.2")
+    assert status == 429  # the reload did not forgive the guessing source

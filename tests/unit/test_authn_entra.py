@@ -320,3 +320,17 @@ async def test_a_kid_unknown_at_first_load_does_not_refetch_again(idp, entra):
     await rejected(entra, idp.mint(kid="nobody", key=key))
     await rejected(entra, idp.mint(kid="nobody", key=key))
     assert idp.fetches == 1
+
+
+async def test_a_reloaded_authenticator_reuses_the_signing_keys(idp, entra):
+    token = idp.mint()
+    await entra.verify(token)
+    successor = EntraAuthenticator(config(idp))
+    successor.adopt(entra)
+    assert (await successor.verify(token)).client == "by-app"  # verified again, keys reused
+    assert idp.fetches == 1
+    other_tenant = EntraAuthenticator(config(idp, tenant="contoso.onmicrosoft.com"))
+    other_tenant.adopt(entra)
+    assert other_tenant._signing is None
+    await successor.close()
+    await other_tenant.close()

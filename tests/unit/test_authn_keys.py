@@ -296,3 +296,56 @@ def test_keygen_rejects_bad_and_past_dates(capsys):
         main(["keygen", "ci", "--expires", "soon"])
     assert "not a date" in capsys.readouterr().err
     assert main(["keygen", "ci", "--expires", "2001-01-01"]) == 2
+
+
+# --- any header at all: an identity or a clear 401, never anything else ----------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_SCHEMES = st.sampled_from(
+    ["Basic ", "Bearer ", "basic ", "Negotiate ", "", "Basic  ", "Bearer eyJ"]
+)
+_BODIES = st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=120).map(lambda b: base64.b64encode(b).decode()),
+    st.text(alphabet="ABCDEFGHIJabcdefghij0123456789-_.=", max_size=300),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scheme=_SCHEMES, body=_BODIES)
+async def test_any_authorization_header_is_an_identity_or_a_clear_401(scheme, body):
+    from gateway.errors import Denied, GatewayError
+
+    authn = Authentication(
+        config(
+            [
+                {
+                    "name": "ci",
+                    "credential": "c",
+                    "api_keys": [{"id": "k", "sha256": hashlib.sha256(b"k").hexdigest()}],
+                }
+            ]
+        )
+    )
+    header = scheme + body
+    try:
+        req = request(("Authorization", header))
+    except ValueError:
+        return  # not representable as a header value at all (newlines, NUL)
+    try:
+        await authn.authenticate(req, ctx())
+    except (Unauthenticated, Denied) as err:
+        assert err.reason in {
+            "unauthenticated",
+            "malformed_authorization",
+            "unknown_key",
+            "pat_not_accepted",
+            "invalid_token",
+        }
+        assert len(body) < 12 or body not in err.message  # never echoed
+    except GatewayError as err:  # only an Entra ID token could get further, and none is set up
+        raise AssertionError(f"unexpected {err!r}") from None
+    finally:
+        await authn.close()

@@ -205,6 +205,11 @@ def read(path: Path, display: str, env: Mapping[str, str]) -> Document:
             message += f" ({err.context} at line {err.context_mark.line + 1})"
         if "'\\t'" in message:
             message += "; indent with spaces, not tabs"
+        lines = text.splitlines()
+        for at in {m.line for m in (err.problem_mark, err.context_mark) if m is not None}:
+            if at < len(lines) and re.search(r"[\[{].*\$\{", lines[at]):
+                message += "; inside [...] or {...}, put ${...} values in quotes"
+                break
         doc.problem((), message, mark.line + 1 if mark is not None else None)
         return doc
     except yaml.YAMLError as err:

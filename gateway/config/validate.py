@@ -88,6 +88,12 @@ def validate_identity(config: Config) -> list[Problem]:
             users.append(f"Entra ID clients: {', '.join(entra_clients)}")
         message = f"required when Entra ID is used ({'; '.join(users)})"
         out.append(config.sources.problem(("identity", "tenant_id"), message))
+    if urlsplit(identity.authority_host).scheme != "https":
+        message = (
+            f"expected an https URL, got '{identity.authority_host}': "
+            "tokens and signing keys must not travel in clear text"
+        )
+        out.append(config.sources.problem(("identity", "authority_host"), message))
     if entra_clients and not identity.audiences:
         message = (
             "required when clients authenticate with Entra ID tokens "
@@ -267,6 +273,9 @@ def validate_clients(config: Config) -> list[Problem]:
             elif orgs is not None and org.lower() not in orgs:
                 message = f"organization '{org}' is not in this client's organizations"
                 out.append(at(("clients", i, "projects", p), message))
+        if client.organizations is not None and not client.organizations:
+            message = "is empty: the client may reach no organization (leave it out for any)"
+            out.append(at(("clients", i, "organizations"), message, warning=True))
         if client.certificates and (tls is None or not tls.client_ca_file):
             message = "certificate authentication needs listen.tls.client_ca_file"
             out.append(at(("clients", i, "certificates"), message))
@@ -299,9 +308,7 @@ def validate_clients(config: Config) -> list[Problem]:
 # Distinguished names as RFC 4514 (CN=a,O=b) or OpenSSL (/O=b/CN=a), each part `type=value`
 _RDN = r"[A-Za-z][\w.-]*\s*=(?:[^{sep}\\]|\\.)*"
 _DN = re.compile(
-    "(?:{0}(?:[,+]\\s*{0})*)|(?:/{1}(?:/{1})*)".format(
-        _RDN.format(sep=",+"), _RDN.format(sep="/")
-    )
+    "(?:{0}(?:[,+]\\s*{0})*)|(?:/{1}(?:/{1})*)".format(_RDN.format(sep=",+"), _RDN.format(sep="/"))
 )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config.reader import read, substitute
 
@@ -130,3 +133,15 @@ def test_unreadable_file(tmp_path: Path) -> None:
         assert [str(p) for p in doc.problems] == ["g.yaml: cannot read: permission denied"]
     finally:
         path.chmod(0o600)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")))
+@settings(max_examples=200, deadline=None)
+def test_any_variable_value_is_taken_whole(value: str) -> None:
+    """Whatever a variable holds (YAML syntax, newlines, quotes), it becomes the value."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "g.yaml"
+        path.write_text('a: ${V}\nb: "x${V}x"\nc: ["${V:-d}"]\n- ${V}\n'.replace("- ", "d:\n  - "))
+        doc = read(path, "g.yaml", {"V": value})
+    assert doc.problems == []
+    assert doc.data == {"a": value, "b": f"x{value}x", "c": [value or "d"], "d": [value]}

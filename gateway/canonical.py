@@ -69,6 +69,8 @@ def _reject(message: str, reason: str = "ambiguous_path") -> BadRequest:
 
 def _segment(raw: str, in_packaging: bool) -> str:
     """One canonical segment: unreserved decoded, the rest kept and checked."""
+    if "%" not in raw:
+        return raw  # its characters were checked with the whole path
     out: list[str] = []
     pending = bytearray()  # consecutive non-unreserved percent-encoded bytes
     i, n = 0, len(raw)
@@ -156,11 +158,13 @@ def canonicalize(
         seg = _segment(raw, in_packaging)
         if seg == "" and i != len(raw_segments) - 1:
             raise _reject("empty path segment ('//')")
-        if seg.partition(";")[0] in (".", "..") or unquote(seg).partition(";")[0] in (".", ".."):
+        # (percent-encoded dots were decoded above, so a dot segment starts with '.')
+        if seg[:1] == "." and unquote(seg).partition(";")[0] in (".", ".."):
             raise _reject("dot segment in path")
         if in_packaging:
             _check_npm_scoped(seg)
-        in_packaging = in_packaging or seg.lower() == "_packaging"
+        if not in_packaging and len(seg) == 10 and seg.lower() == "_packaging":
+            in_packaging = True
         segments.append(seg)
     host = "main"
     if segments and segments[0].lower() == HOSTS_PREFIX:

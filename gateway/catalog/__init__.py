@@ -62,15 +62,20 @@ def _param_names(segments: tuple[Segment, ...]) -> tuple[str, ...]:
 
 def split_path(path: str) -> tuple[list[str], list[str]] | None:
     """Decoded segments and their lower-case forms; None for an empty inner segment."""
-    parts = path.split("/")[1:]
-    if len(parts) > 1 and parts[-1] == "":
-        parts.pop()  # one trailing slash: Azure DevOps routes ignore it
-    if parts == [""]:
-        parts = []
-    original = [unquote(p) if "%" in p else p for p in parts]
+    if "%" in path:
+        original = [unquote(p) for p in path.split("/")[1:]]
+        lowered = [p.lower() for p in original]
+    else:
+        original = path.split("/")[1:]
+        lowered = path.lower().split("/")[1:]
+    if len(original) > 1 and original[-1] == "":
+        original.pop()  # one trailing slash: Azure DevOps routes ignore it
+        lowered.pop()
+    if original == [""]:
+        return [], []
     if "" in original:
         return None
-    return original, [p.lower() for p in original]
+    return original, lowered
 
 
 def query_values(query: str, name: str) -> set[str]:
@@ -123,12 +128,14 @@ class Catalog:
         if split is None:
             return None
         original, lowered = split
-        for seg in lowered:
-            # SECURITY: SOAP endpoints are refused anywhere in the path, on any host.
-            if seg == "_ws" or seg.endswith(".asmx"):
-                return Match(SOAP, {}, None, None)
-            if seg == "$batch":
-                return Match(BATCH, {}, None, None)
+        flat = "/".join(lowered)
+        if "_ws" in flat or ".asmx" in flat or "$batch" in flat:
+            for seg in lowered:
+                # SECURITY: SOAP endpoints are refused anywhere in the path, on any host.
+                if seg == "_ws" or seg.endswith(".asmx"):
+                    return Match(SOAP, {}, None, None)
+                if seg == "$batch":
+                    return Match(BATCH, {}, None, None)
         method = method.upper()
         found = self._match(host, method, original, lowered, query)
         if found is None and method == "HEAD":

@@ -107,42 +107,61 @@ class Trie:
     def match(
         self, lowered: Sequence[str], original: Sequence[str]
     ) -> tuple[list[object], list[str]] | None:
-        """Entries of the best template for these segments, and the captured values."""
-        captures: list[str] = []
-        found = _walk(self.root, lowered, original, 0, captures)
-        return None if found is None else (found, captures)
+        """Entries of the best template for these segments, and the captured values.
 
-
-def _walk(
-    node: Node, lowered: Sequence[str], original: Sequence[str], i: int, caps: list[str]
-) -> list[object] | None:
-    if i == len(lowered):
-        if node.entries:
-            return node.entries
-        if node.rest is not None:
-            caps.append("")
-            return node.rest
-        return None
-    seg = lowered[i]
-    child = node.literal.get(seg)
-    if child is not None:
-        found = _walk(child, lowered, original, i + 1, caps)
-        if found is not None:
-            return found
-    for prefix, suffix, child in node.mixed:
-        if len(seg) > len(prefix) + len(suffix) and seg.startswith(prefix) and seg.endswith(suffix):
-            caps.append(original[i][len(prefix) : len(seg) - len(suffix)])
-            found = _walk(child, lowered, original, i + 1, caps)
-            if found is not None:
-                return found
-            caps.pop()
-    if node.param is not None:
-        caps.append(original[i])
-        found = _walk(node.param, lowered, original, i + 1, caps)
-        if found is not None:
-            return found
-        caps.pop()
-    if node.rest is not None:
-        caps.append("/".join(original[i:]))
-        return node.rest
-    return None
+        Depth-first, most specific branch first, iterative: a stack remembers where
+        a less specific branch could still be tried.
+        """
+        caps: list[str] = []
+        stack: list[tuple[Node, int, int, int]] = []  # node, index, len(caps), next stage
+        node, i, stage, n = self.root, 0, 0, len(lowered)
+        while True:
+            if i == n:
+                if stage == 0:
+                    if node.entries:
+                        return node.entries, caps
+                    if node.rest is not None:
+                        caps.append("")
+                        return node.rest, caps
+            else:
+                seg = lowered[i]
+                mixed = node.mixed
+                if stage == 0:
+                    stage = 1
+                    child = node.literal.get(seg)
+                    if child is not None:
+                        if mixed or node.param is not None or node.rest is not None:
+                            stack.append((node, i, len(caps), 1))
+                        node, i, stage = child, i + 1, 0
+                        continue
+                advanced = False
+                while stage <= len(mixed):  # stage k: the k-th prefixed parameter
+                    prefix, suffix, child = mixed[stage - 1]
+                    stage += 1
+                    if (
+                        len(seg) > len(prefix) + len(suffix)
+                        and seg.startswith(prefix)
+                        and seg.endswith(suffix)
+                    ):
+                        stack.append((node, i, len(caps), stage))
+                        caps.append(original[i][len(prefix) : len(seg) - len(suffix)])
+                        node, i, stage = child, i + 1, 0
+                        advanced = True
+                        break
+                if advanced:
+                    continue
+                if stage == len(mixed) + 1:  # then a plain parameter
+                    stage += 1
+                    if node.param is not None:
+                        if node.rest is not None:
+                            stack.append((node, i, len(caps), stage))
+                        caps.append(original[i])
+                        node, i, stage = node.param, i + 1, 0
+                        continue
+                if node.rest is not None:  # then '**'
+                    caps.append("/".join(original[i:]))
+                    return node.rest, caps
+            if not stack:
+                return None
+            node, i, ncaps, stage = stack.pop()
+            del caps[ncaps:]

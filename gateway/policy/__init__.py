@@ -29,7 +29,7 @@ from urllib.parse import unquote
 from gateway.catalog import PROJECT_PARAMS, Catalog, split_path
 from gateway.config.model import Client, Config
 from gateway.policy.check import check_policy
-from gateway.policy.routes import CompiledRoute, compile_routes
+from gateway.policy.routes import ANY, CompiledRoute, compile_routes
 from gateway.types import ClientIdentity, Decision, Operation, RequestContext
 
 __all__ = ["Policy", "check_policy"]
@@ -77,6 +77,22 @@ class Policy:
         self.catalog = catalog
         self.routes: tuple[CompiledRoute, ...] = compile_routes(config.routes)[0]
         self.clients = {c.name: client_rules(c, catalog) for c in config.clients}
+        self._by_key: dict[tuple[str, str], tuple[CompiledRoute, ...]] = {}
+
+    def _routes_for(self, host: str, method: str) -> tuple[CompiledRoute, ...]:
+        """The rules that can apply to a host and method, in file order (memoized)."""
+        key = (host, method)
+        found = self._by_key.get(key)
+        if found is None:
+            found = tuple(
+                r
+                for r in self.routes
+                if (r.host == ANY or r.host.lower() == host.lower())
+                and (r.methods is None or method in r.methods)
+            )
+            if len(self._by_key) < 4096:  # keys are host names and methods: bounded
+                self._by_key[key] = found
+        return found
 
     def authorize(self, identity: ClientIdentity, ctx: RequestContext) -> Decision:
         rules = self.clients.get(identity.client)
@@ -98,11 +114,12 @@ class Policy:
         required = op.scopes if op else ()
         if op is not None and op.deny_reason == "soap_not_supported":
             return _deny("soap_not_supported", "SOAP web services are not supported")
-        split = split_path(ctx.path)
         matched: list[tuple[CompiledRoute, Mapping[str, str]]] = []
-        if split is not None and self.routes:
+        candidates = self._routes_for(ctx.host, method)
+        split = split_path(ctx.path) if candidates else None
+        if split is not None:
             original, lowered = split
-            for route in self.routes:
+            for route in candidates:
                 params = route.match(ctx.host, method, lowered, original)
                 if params is not None:
                     matched.append((route, params))
@@ -180,7 +197,12 @@ def _bound(
         for _, params in matched:
             org = org or params.get("organization")
             project = project or next((params[p] for p in PROJECT_PARAMS if p in params), None)
-    return (unquote(org) if org else None), (unquote(project) if project else None)
+    # the catalog binds decoded values; route parameters are decoded here
+    if org and "%" in org:
+        org = unquote(org)
+    if project and "%" in project:
+        project = unquote(project)
+    return org or None, project or None
 
 
 def _where(

@@ -2,8 +2,9 @@
 
 A rule's `match` names a host (default `main`; `*` for any), methods (default:
 any) and a path template (`{param}` is one segment, a final `**` any number of
-segments). Matching uses the catalog's segment trie: case-insensitive, on the
-canonical path, with no regular expressions.
+segments). A rule is one template, so matching is a single pass over the
+segments (literal positions checked first): case-insensitive, on the canonical
+path, with no regular expressions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.catalog.trie import TemplateError, Trie, parse_template
+from gateway.catalog.trie import Segment, TemplateError, parse_template
 from gateway.config.model import Route
 
 ANY = "*"
@@ -23,8 +24,10 @@ class CompiledRoute:
     rule: Route
     host: str
     methods: frozenset[str] | None  # None: any method
-    trie: Trie
-    names: tuple[str, ...]
+    segments: tuple[Segment, ...]
+    literals: tuple[tuple[int, str], ...]  # (position, lower-case text) of literal segments
+    min_len: int
+    max_len: int | None  # None: ends in '**'
 
     @property
     def name(self) -> str:
@@ -38,10 +41,30 @@ class CompiledRoute:
             return None
         if self.methods is not None and method not in self.methods:
             return None
-        found = self.trie.match(lowered, original)
-        if found is None:
+        segments = self.segments
+        n = len(lowered)
+        if n < self.min_len or (self.max_len is not None and n > self.max_len):
             return None
-        return dict(zip(self.names, found[1], strict=False))
+        for i, lit in self.literals:  # cheap rejection first
+            if lowered[i] != lit:
+                return None
+        params: dict[str, str] = {}
+        for i, seg in enumerate(segments):
+            if seg.kind == "rest":
+                params[seg.text] = "/".join(original[i:])
+                break
+            if seg.kind == "param":
+                params[seg.text] = original[i]
+            elif seg.kind == "mixed":
+                value = lowered[i]
+                if not (
+                    len(value) > len(seg.prefix) + len(seg.suffix)
+                    and value.startswith(seg.prefix)
+                    and value.endswith(seg.suffix)
+                ):
+                    return None
+                params[seg.text] = original[i][len(seg.prefix) : len(value) - len(seg.suffix)]
+        return params
 
 
 def route_methods(rule: Route) -> frozenset[str] | None:
@@ -56,15 +79,16 @@ def route_methods(rule: Route) -> frozenset[str] | None:
 def compile_route(index: int, rule: Route) -> CompiledRoute:
     """Raise TemplateError when the path template is malformed."""
     segments = parse_template(rule.match.path.strip())
-    trie = Trie()
-    trie.add(segments, rule.name)
+    rest = bool(segments) and segments[-1].kind == "rest"
     return CompiledRoute(
         index=index,
         rule=rule,
         host=rule.match.host,
         methods=route_methods(rule),
-        trie=trie,
-        names=tuple(s.text for s in segments if s.kind != "literal"),
+        segments=segments,
+        literals=tuple((i, s.text) for i, s in enumerate(segments) if s.kind == "literal"),
+        min_len=len(segments) - (1 if rest else 0),
+        max_len=None if rest else len(segments),
     )
 
 

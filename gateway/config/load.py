@@ -64,6 +64,14 @@ def _absolutize(data: Any, base: Path) -> Any:
     return data
 
 
+def _valid(data: dict[str, Any]) -> bool:
+    try:
+        GatewayConfig.model_validate(data)
+    except ValidationError:
+        return False
+    return True
+
+
 def _validate(
     model: type[BaseModel], data: Any, doc: Document, prefix: PathKey, problems: list[Problem]
 ) -> Any:
@@ -87,6 +95,8 @@ class _Loader:
         self.client_src: list[tuple[str, int]] = []
         self.route_src: list[tuple[str, int]] = []
         self.broken_clients: set[str] = set()  # names of clients that failed validation
+        self.broken_credentials: set[str] = set()
+        self.broken_sections: set[str] = set()  # top-level keys of gateway.yaml that failed
 
     def read(self, path: Path) -> Document:
         doc = read(path, display(path), self.env)
@@ -114,6 +124,8 @@ class _Loader:
             if isinstance(audit_file, str) and audit_file not in ("", "-"):
                 data["audit"]["file"] = os.path.join(self.base, os.path.expanduser(audit_file))
         gw = _validate(GatewayConfig, data, doc, (), self.problems)
+        if gw is None:
+            gw = self.partial(data)
         raw = data.get("policies")
         patterns = (
             [(i, p) for i, p in enumerate(raw) if isinstance(p, str)]
@@ -121,6 +133,30 @@ class _Loader:
             else []
         )
         return gw, patterns
+
+    def partial(self, data: dict[str, Any]) -> GatewayConfig:
+        """The valid sections of a gateway.yaml that failed validation.
+
+        Its problems are already reported; the cross-checks still run on what
+        is valid (and skip what depends on a broken section), so that one
+        mistake does not hide the others.
+        """
+        good: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in GatewayConfig.model_fields:
+                continue
+            if key == "credentials" and isinstance(value, dict):
+                good[key] = {}
+                for name, cred in value.items():
+                    if _valid({key: {name: cred}}):
+                        good[key][name] = cred
+                    else:
+                        self.broken_credentials.add(name)
+            elif _valid({key: value}):
+                good[key] = value
+            else:
+                self.broken_sections.add(key)
+        return GatewayConfig.model_validate(good)
 
     def policies(self, patterns: list[tuple[int, str]], gateway_doc: Document) -> None:
         seen = {self.path.absolute()}
@@ -201,6 +237,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
         routes=tuple(loader.route_src),
         files=tuple(doc.file for doc in loader.docs),
         broken_clients=frozenset(loader.broken_clients),
+        broken_credentials=frozenset(loader.broken_credentials),
+        broken_sections=frozenset(loader.broken_sections),
     )
     problems = loader.problems
     config = None

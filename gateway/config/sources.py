@@ -58,7 +58,10 @@ class SourceMap:
     clients: tuple[tuple[str, int], ...] = ()
     routes: tuple[tuple[str, int], ...] = ()
     files: tuple[str, ...] = ()  # display names, gateway.yaml first
-    broken_clients: frozenset[str] = frozenset()  # names of clients that failed validation
+    # What failed validation, so that cross-checks do not report it again as missing:
+    broken_clients: frozenset[str] = frozenset()  # client names
+    broken_credentials: frozenset[str] = frozenset()  # credential names
+    broken_sections: frozenset[str] = frozenset()  # top-level keys of gateway.yaml
 
     def resolve(self, path: PathKey) -> tuple[str, PathKey]:
         """The file a `Config` path lives in and the path inside that file."""

@@ -54,6 +54,8 @@ def validate_credential_refs(config: Config) -> list[Problem]:
     out = []
     for i, client in enumerate(config.clients):
         if client.credential not in creds:
+            if client.credential in config.sources.broken_credentials:
+                continue
             message = _unknown("credential", client.credential, creds)
             out.append(config.sources.problem(("clients", i, "credential"), message))
         elif isinstance(creds[client.credential], OnBehalfOfCredential) and client.entra is None:
@@ -64,7 +66,7 @@ def validate_credential_refs(config: Config) -> list[Problem]:
             out.append(config.sources.problem(("clients", i, "credential"), message))
     used = {client.credential for client in config.clients}
     for name in creds:
-        if name not in used:
+        if name not in used and not config.sources.broken_clients:
             message = "not used by any client"
             out.append(config.sources.problem(("credentials", name), message, warning=True))
     return out
@@ -73,7 +75,9 @@ def validate_credential_refs(config: Config) -> list[Problem]:
 def validate_identity(config: Config) -> list[Problem]:
     """identity.tenant_id when Entra is used; audiences when clients send Entra tokens."""
     identity = config.gateway.identity
-    out = []
+    out: list[Problem] = []
+    if "identity" in config.sources.broken_sections:
+        return out
     entra_creds = [
         name
         for name, cred in config.gateway.credentials.items()
@@ -242,7 +246,11 @@ def validate_routes(config: Config) -> list[Problem]:
         for c, name in enumerate(route.clients or ()):
             if name not in names and name not in config.sources.broken_clients:
                 out.append(at(("routes", i, "clients", c), _unknown("client", name, names)))
-        if route.match.host not in hosts and route.match.host != "*":  # "*": every host
+        if (
+            route.match.host not in hosts
+            and route.match.host != "*"  # every host
+            and "upstream" not in config.sources.broken_sections
+        ):
             message = _unknown("upstream host", route.match.host, hosts)
             out.append(at(("routes", i, "match", "host"), message))
         if not route.match.path.startswith("/"):
@@ -276,7 +284,11 @@ def validate_clients(config: Config) -> list[Problem]:
         if client.organizations is not None and not client.organizations:
             message = "is empty: the client may reach no organization (leave it out for any)"
             out.append(at(("clients", i, "organizations"), message, warning=True))
-        if client.certificates and (tls is None or not tls.client_ca_file):
+        if (
+            client.certificates
+            and (tls is None or not tls.client_ca_file)
+            and "listen" not in config.sources.broken_sections
+        ):
             message = "certificate authentication needs listen.tls.client_ca_file"
             out.append(at(("clients", i, "certificates"), message))
         for c, cert in enumerate(client.certificates):
@@ -315,7 +327,9 @@ _DN = re.compile(
 def validate_listen(config: Config) -> list[Problem]:
     """Listener settings agree with each other."""
     listen, admin = config.gateway.listen, config.gateway.admin
-    out = []
+    out: list[Problem] = []
+    if {"listen", "admin"} & config.sources.broken_sections:
+        return out
     at = config.sources.problem
     if listen.public_url is not None:
         parsed = urlsplit(listen.public_url)

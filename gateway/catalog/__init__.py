@@ -97,8 +97,10 @@ class Catalog:
         self._tries: dict[tuple[str, str], Trie] = {}
         hosts = set(DEFAULT_HOSTS) | {op.host for op in self.operations} | {ANY_HOST}
         # Query-specific variants first: they are chosen when their query matches.
+        self.segments: dict[str, tuple[Segment, ...]] = {}  # template -> parsed
         for op in sorted(self.operations, key=lambda o: not o.query):
-            segments = parse_template(op.template)
+            segments = self.segments.get(op.template) or parse_template(op.template)
+            self.segments[op.template] = segments
             entry: _Entry = (op, _param_names(segments))
             for host in hosts if op.host == ANY_HOST else (op.host,):
                 trie = self._tries.setdefault((host, op.method), Trie())

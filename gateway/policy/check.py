@@ -80,7 +80,7 @@ def _route_ops(
             and not (op.method == "GET" and "HEAD" in methods)
         ):
             continue
-        if overlaps(segments, parse_template(op.template)):
+        if overlaps(segments, catalog.segments.get(op.template) or parse_template(op.template)):
             out.append(op)
     return out
 

@@ -317,6 +317,8 @@ async def send(url: str, data: bytes) -> tuple[int, dict[str, Any] | None]:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value.strip())
+        if data.startswith(b"HEAD "):
+            length = 0  # a HEAD answer has no body
         body = await asyncio.wait_for(reader.readexactly(length), 10) if length else b""
         try:
             doc = json.loads(body) if body else None
@@ -439,3 +441,134 @@ async def test_allowed_requests_reach_upstream_in_the_form_authorized(
         assert status == 200, attempt.name
         seen = fake.seen[-1]
         assert (seen.method, seen.path) == (method, path), attempt.name
+
+
+_BASES = [
+    "/fabrikam/Fiber/_apis/git/repositories",
+    "/fabrikam/Fiber/_apis/git/repositories/r1/items",
+    "/fabrikam/Fiber/_apis/git/repositories/r1/pushes",
+    "/fabrikam/Fiber/_git/repo/info/refs",
+    "/fabrikam/Fiber/_git/repo/git-upload-pack",
+    "/fabrikam/_apis/projects",
+    "/fabrikam/_apis",
+    "/_hosts/vsrm/fabrikam/Fiber/_apis/release/releases",
+    "/_hosts/pkgs/fabrikam/_packaging/feed/npm/registry/@scope%2Fname",
+]
+_WORDS = [
+    "fabrikam",
+    "Fiber",
+    "_apis",
+    "git",
+    "repositories",
+    "r1",
+    "pushes",
+    "refs",
+    "items",
+    "%5Fapis",
+    "%67it",
+    "_git",
+    "info",
+    "refs",
+    "git-receive-pack",
+    "git-upload-pack",
+    "GIT",
+    "projects",
+    "build",
+    "builds",
+    "..",
+    "%2e%2e",
+    ".",
+    "%2F",
+    "%5c",
+    "%00",
+    "%252e",
+    "wit",
+    "$batch",
+    "%24batch",
+    "_ws",
+    "x.asmx",
+    "",
+    "_hosts",
+    "vsrm",
+    "release",
+    "a%20b",
+    "..;",
+    "%c0%ae",
+    "~",
+    "%7E",
+    "@scope%2Fname",
+    "_packaging",
+]
+
+
+async def test_what_reaches_upstream_is_what_was_authorized(setup: tuple[Any, Any, str]) -> None:
+    """Property: for any target, either nothing reaches upstream (4xx), or upstream sees
+    exactly the canonical path, with the authorized method, and that is an operation the
+    client is granted."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from gateway.canonical import canonicalize
+
+    fake, gw, auth = setup
+    catalog = gw.gateway.runtime.catalog
+    held = catalog.scopes.closure(["vso.code"])
+    loop = asyncio.get_running_loop()
+    hosts = tuple(DEFAULT_HOSTS)
+
+    def mutate(segment: str, how: int, pos: int) -> str:
+        if not segment:
+            return segment
+        i = pos % len(segment)
+        ch = segment[i]
+        if how == 0:  # percent-encode one character
+            return segment[:i] + f"%{ord(ch):02x}" + segment[i + 1 :]
+        if how == 1:  # flip its case
+            return segment[:i] + ch.swapcase() + segment[i + 1 :]
+        return segment
+
+    edits = st.lists(
+        st.tuples(
+            st.integers(0, 9), st.integers(0, 3), st.integers(0, 50), st.sampled_from(_WORDS)
+        ),
+        max_size=3,
+    )
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(
+        st.sampled_from(_BASES),
+        edits,
+        st.sampled_from(["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD"]),
+        st.sampled_from(
+            ["", "?service=git-receive-pack", "?service=git-upload-pack", "?api-version=7.1"]
+        ),
+    )
+    def prop(base: str, changes: list[tuple[int, int, int, str]], method: str, query: str) -> None:
+        words = base.split("/")[1:]
+        for at, how, pos, word in changes:
+            at %= len(words) + 1
+            if how == 2:
+                words.insert(at, word)
+            elif how == 3 and at < len(words):
+                words.pop(at)
+            elif at < len(words):
+                words[at] = mutate(words[at], how, pos)
+        target = "/" + "/".join(words) + query
+        before = len(fake.seen)
+        status, _ = asyncio.run_coroutine_threadsafe(
+            send(gw.url, build(a("p", method, target), auth)), loop
+        ).result(30)
+        if len(fake.seen) == before:
+            assert 400 <= status < 500, (target, status)
+            return
+        seen = fake.seen[-1]
+        t = canonicalize(target, hosts)
+        assert status == 200, (target, status)
+        assert (seen.method, seen.path, seen.query) == (method, t.path, t.query), target
+        m = catalog.match(t.host, method, t.path, t.query)
+        assert m is not None, target
+        op = m.operation
+        assert op.public or any(s in held for s in op.scopes), (target, op.id)
+
+    await loop.run_in_executor(None, prop)
+    assert len(fake.seen) > 20  # the property was not vacuous

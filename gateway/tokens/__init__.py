@@ -155,14 +155,15 @@ class TokenBroker:
             return False, "no upstream token yet for: " + ", ".join(waiting)
         return True, "ok"
 
-    async def warm_up(self) -> tuple[bool, str]:
-        """Wait for the first acquisition of every used credential; return `ready()`."""
-        for name, slot in self._slots.items():
-            if name in self._used:
-                try:
-                    await slot.get()
-                except CredentialUnavailable:
-                    pass
+    async def warm_up(self, within_s: float = 30.0) -> tuple[bool, str]:
+        """Wait (up to `within_s`) until every used credential has had a first token
+        (retries go on in the background meanwhile); return `ready()`."""
+        waits = [s.first_token() for n, s in self._slots.items() if n in self._used]
+        if waits:
+            try:
+                await asyncio.wait_for(asyncio.gather(*waits), within_s)
+            except TimeoutError:
+                pass
         return self.ready()
 
     # --- the request path ----------------------------------------------------------

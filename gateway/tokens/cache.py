@@ -72,7 +72,7 @@ class TokenSlot:
     __slots__ = (
         "credential", "key", "token", "valid_until", "refresh_at", "acquired", "failures",
         "next_attempt", "last_error", "user_assertion", "_fetch", "_policy", "_metrics",
-        "_proactive", "_clock", "_inflight", "_timer", "_closed", "_dropped_at",
+        "_proactive", "_clock", "_inflight", "_timer", "_closed", "_dropped_at", "_first",
     )  # fmt: skip
 
     def __init__(
@@ -105,6 +105,7 @@ class TokenSlot:
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._dropped_at = float("-inf")
+        self._first = asyncio.Event()  # set once a token was ever acquired
 
     # --- reading ---------------------------------------------------------------
 
@@ -141,6 +142,10 @@ class TokenSlot:
                 retry_after=self._policy.backoff_base_s,
             ) from None
 
+    async def first_token(self) -> None:
+        """Return once this slot has acquired a token at least once."""
+        await self._first.wait()
+
     def unavailable(self, now: float) -> CredentialUnavailable:
         err = self.last_error
         why = f"identity provider error: {err.reason}" if err else "no token yet"
@@ -169,6 +174,8 @@ class TokenSlot:
             self.valid_until = other.valid_until
             self.refresh_at = other.refresh_at
             self.acquired = max(self.acquired, other.acquired)
+            if self.acquired:
+                self._first.set()
             self.user_assertion = other.user_assertion
 
     def _begin(self) -> asyncio.Future[UpstreamToken]:
@@ -207,6 +214,7 @@ class TokenSlot:
         self.valid_until = self._policy.valid_until(issued)
         self.refresh_at = self._policy.refresh_at(issued)
         self.acquired += 1
+        self._first.set()
         self.failures = 0
         self.next_attempt = 0.0
         self.last_error = None

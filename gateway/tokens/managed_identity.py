@@ -18,6 +18,7 @@ from gateway.config.model import Identity, ManagedIdentityCredential
 from gateway.tokens.base import AZURE_DEVOPS_RESOURCE, IssuedToken, TokenAcquisitionError
 from gateway.tokens.msal_common import (
     IdentitySession,
+    NoHttpCache,
     NoTokenCache,
     TrustStore,
     call_msal,
@@ -60,6 +61,7 @@ class ManagedIdentityProvider:
                     _identity(self.config),
                     http_client=self._session,
                     token_cache=NoTokenCache(),
+                    http_cache=NoHttpCache(),
                 )
             return self._client
 

@@ -39,6 +39,15 @@ class NoTokenCache(msal.TokenCache):  # type: ignore[misc]
         return None
 
 
+class NoHttpCache(dict[str, Any]):
+    """MSAL's `http_cache` that keeps nothing. MSAL would otherwise replay an error
+    answer (a 400 for 60 s, a 5xx for its Retry-After) instead of asking again;
+    the broker does its own backoff, and must see a fixed credential at once."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        return None
+
+
 class IdentitySession(requests.Session):
     """requests.Session for MSAL: fixed trust, explicit proxies, default timeouts."""
 

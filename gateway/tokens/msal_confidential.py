@@ -35,7 +35,13 @@ from gateway.config.model import (
     WorkloadIdentityCredential,
 )
 from gateway.tokens.base import IssuedToken, TokenAcquisitionError
-from gateway.tokens.msal_common import NoTokenCache, TrustStore, call_msal, session_for
+from gateway.tokens.msal_common import (
+    NoHttpCache,
+    NoTokenCache,
+    TrustStore,
+    call_msal,
+    session_for,
+)
 
 AppCredential = (
     ClientSecretCredential
@@ -208,6 +214,7 @@ class ConfidentialCredential:
                 instance_discovery=False,
                 http_client=session_for(self._trust, authority),
                 token_cache=NoTokenCache(),
+                http_cache=NoHttpCache(),
                 azure_region=False,
             )
             if isinstance(credential, dict):

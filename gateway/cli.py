@@ -13,6 +13,7 @@ VERBS = {
     "keygen": "keygen",
     "explain": "explain",
     "report": "report",
+    "demo": "demo",
 }
 
 

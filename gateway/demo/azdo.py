@@ -86,11 +86,18 @@ class AzdoStandIn:
     """The Azure DevOps stand-in. `await start()`, then point `upstream.hosts` at `hosts`."""
 
     def __init__(
-        self, root: Path, check_auth: Callable[[str], bool], *, organization: str = "fabrikam"
+        self,
+        root: Path,
+        check_auth: Callable[[str], bool],
+        *,
+        organization: str = "fabrikam",
+        with_repositories: bool = True,
     ) -> None:
-        self.org: Organization = seed_organization(root, organization)
+        self.org: Organization = seed_organization(
+            root, organization, with_repositories=with_repositories
+        )
         self.check_auth = check_auth
-        self.git = GitHttp(root)
+        self.git = GitHttp(root) if with_repositories else None
         self._runners: list[web.AppRunner] = []
         self._routes: list[tuple[str, str, re.Pattern[str], Handler]] = []
         self._add_routes()
@@ -369,6 +376,8 @@ class AzdoStandIn:
         repo = self.org.repo(project, p["repo"])
         if repo is None:
             return await self._repo_get(request, host, {**p, "project": project.name})
+        if self.git is None:
+            return azdo_error(404, "GitRepositoryNotFoundException", "No repositories here.")
         return await self.git.serve(request, repo.path, p["tail"])
 
 

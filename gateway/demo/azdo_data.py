@@ -382,7 +382,9 @@ class Organization:
         }
 
 
-def seed_organization(root: Path, name: str = "fabrikam") -> Organization:
+def seed_organization(
+    root: Path, name: str = "fabrikam", *, with_repositories: bool = True
+) -> Organization:
     """The demo organization, with its git repositories created under `root`."""
     specs = [
         ("Fabrikam-Fiber", "Fiber web shop", ["Fabrikam-Fiber", "fiber-docs"]),
@@ -392,13 +394,13 @@ def seed_organization(root: Path, name: str = "fabrikam") -> Organization:
     projects = []
     for pname, desc, repos in specs:
         p = Project(pname, desc, id=stable_id(name, pname))
-        for rname in repos:
+        for rname in repos if with_repositories else []:
             path = seed_repository(root / name / pname / f"{rname}.git")
             p.repos.append(Repo(rname, path, id=stable_id(name, pname, rname)))
         projects.append(p)
     org = Organization(name, root, projects)
     fiber = projects[0]
-    head = run_git("rev-parse", "HEAD", cwd=fiber.repos[0].path).strip()
+    head = run_git("rev-parse", "HEAD", cwd=fiber.repos[0].path).strip() if fiber.repos else ""
     for bid, result in ((1, "succeeded"), (2, "failed")):
         org.builds.append(
             Build(

@@ -473,6 +473,16 @@ def test_package_feed_protocols(
     assert m is not None and (m.operation.id, m.operation.scopes) == (op_id, (scope,))
 
 
+def test_analytics_odata(catalog: Catalog) -> None:
+    m = catalog.match("analytics", "GET", "/o/p/_odata/v4.0-preview/WorkItems", "$select=x")
+    assert m is not None and (m.operation.id, m.operation.scopes) == (
+        "analytics.ProjectOData",
+        ("vso.analytics",),
+    )
+    m = catalog.match("analytics", "POST", "/o/_odata/v4.0-preview/$batch")
+    assert m is not None and m.operation.deny_reason == "batch_not_allowed"
+
+
 @pytest.mark.parametrize("host", ["main", "vsrm", "vssps", "feeds", "custom"])
 def test_discovery_is_public_on_every_host(catalog: Catalog, host: str) -> None:
     for method, path in [

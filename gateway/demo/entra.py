@@ -24,7 +24,6 @@ import ssl
 import tempfile
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -94,7 +93,7 @@ class EntraStandIn:
         self._dir = tempfile.TemporaryDirectory(prefix="azdo-gateway-entra-")
         self.ca_file = self.ca.write_cert(Path(self._dir.name) / "entra-ca.pem")
         self._runner: web.AppRunner | None = None
-        self._transports: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+        self._transports: set[asyncio.Transport] = set()  # uvloop's are not weakref-able
         self.url = ""
 
     # --- lifecycle -------------------------------------------------------
@@ -132,7 +131,8 @@ class EntraStandIn:
     async def _track_connection(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.transport is not None:
+        if request.transport is not None and request.transport not in self._transports:
+            self._transports = {t for t in self._transports if not t.is_closing()}
             self._transports.add(request.transport)
         return await handler(request)
 

@@ -19,7 +19,6 @@ Tests add fault injection by overriding `intercept()` (see tests/fakes/entra.py)
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ssl
 import tempfile
 import time
@@ -39,6 +38,7 @@ from gateway.demo.entra_grants import (
     authenticate_client,
     validate_user_assertion,
 )
+from gateway.demo.entra_msi import ManagedIdentityEndpoints
 from gateway.demo.jwtmint import SigningKeys
 from gateway.demo.pki import DemoCA
 
@@ -66,7 +66,7 @@ def aad_error(status: int, error: str, code: int, description: str) -> web.Respo
     )
 
 
-class EntraStandIn:
+class EntraStandIn(ManagedIdentityEndpoints):
     """An Entra ID look-alike for the demo and for tests. Start with `await start()`."""
 
     def __init__(
@@ -467,80 +467,3 @@ class EntraStandIn:
         )
         body["scope"] = " ".join(wanted)
         return body
-
-    def _managed_identity(self, params: Mapping[str, str]) -> ManagedIdentityRecord | None:
-        for mi in self.managed_identities:
-            if (
-                (params.get("client_id") and params["client_id"] == mi.client_id)
-                or (params.get("object_id") and params["object_id"] == mi.object_id)
-                or (params.get("principal_id") and params["principal_id"] == mi.object_id)
-                or (params.get("mi_res_id") and params["mi_res_id"] == mi.resource_id)
-                or (params.get("msi_res_id") and params["msi_res_id"] == mi.resource_id)
-            ):
-                return mi
-        selectors = ("client_id", "object_id", "principal_id", "mi_res_id", "msi_res_id")
-        if not any(params.get(k) for k in selectors):
-            return next((mi for mi in self.managed_identities if mi.system_assigned), None)
-        return None
-
-    async def _msi(self, request: web.Request, *, app_service: bool) -> web.StreamResponse:
-        params = dict(request.query)
-        if app_service:
-            given = request.headers.get("X-IDENTITY-HEADER", "")
-            if not hmac.compare_digest(given.encode(), self.identity_header.encode()):
-                return web.json_response(
-                    {"statusCode": 401, "message": "Unauthorized: missing or bad header"},
-                    status=401,
-                )
-        elif request.headers.get("Metadata") != "true":
-            return web.json_response(
-                {
-                    "error": "invalid_request",
-                    "error_description": "Required metadata header not specified",
-                },
-                status=400,
-            )
-        hooked = await self.intercept("managed_identity", params, request)
-        if hooked is not None:
-            return hooked
-        mi = self._managed_identity(params)
-        resource = params.get("resource", "")
-        if mi is None or not resource:
-            return web.json_response(
-                {
-                    "statusCode": 400,
-                    "message": "No managed identity found for the request",
-                    "error": "invalid_request",
-                },
-                status=400,
-            )
-        body = self._issue(
-            resource,
-            {
-                "oid": mi.object_id,
-                "sub": mi.object_id,
-                "appid": mi.client_id,
-                "idtyp": "app",
-                "scp": None,
-                "name": None,
-                "upn": None,
-                "iss": self.issuer(None, 1),
-            },
-        )
-        expires_on = int(time.time()) + int(body["expires_in"])
-        return web.json_response(
-            {
-                "access_token": body["access_token"],
-                "token_type": "Bearer",
-                "resource": resource,
-                "client_id": mi.client_id,
-                "expires_on": str(expires_on),
-                "expires_in": str(body["expires_in"]),
-            }
-        )
-
-    async def _msi_app_service(self, request: web.Request) -> web.StreamResponse:
-        return await self._msi(request, app_service=True)
-
-    async def _msi_imds(self, request: web.Request) -> web.StreamResponse:
-        return await self._msi(request, app_service=False)

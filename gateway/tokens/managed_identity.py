@@ -67,7 +67,10 @@ class ManagedIdentityProvider:
 
     def acquire(self, scopes: tuple[str, ...], user_assertion: str | None = None) -> IssuedToken:
         resource = scopes[0].removesuffix("/.default") if scopes else AZURE_DEVOPS_RESOURCE
-        return call_msal(lambda: self._mi_client().acquire_token_for_client(resource=resource))
+        return call_msal(
+            lambda: self._mi_client().acquire_token_for_client(resource=resource),
+            session=lambda: self._session,
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -55,6 +56,7 @@ class IdentitySession(requests.Session):
         super().__init__()
         self.trust_env = False
         self.verify = verify
+        self._seen = threading.local()
         self.proxies.update(proxies)
         adapter = requests.adapters.HTTPAdapter(max_retries=1)
         self.mount("https://", adapter)
@@ -62,7 +64,18 @@ class IdentitySession(requests.Session):
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", (CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
-        return super().request(method, url, *args, **kwargs)  # type: ignore[arg-type]
+        self._seen.retry_after = None
+        response = super().request(method, url, *args, **kwargs)  # type: ignore[arg-type]
+        self._seen.retry_after = response.headers.get("Retry-After")
+        return response
+
+    def retry_after(self) -> float | None:
+        """Retry-After (seconds) of the last answer this thread got, if it had one."""
+        value = getattr(self._seen, "retry_after", None)
+        try:
+            return max(0.0, float(value)) if value is not None else None
+        except ValueError:
+            return None  # an HTTP date: rare from Entra ID; the broker's backoff applies
 
 
 class TrustStore:
@@ -129,11 +142,25 @@ def issued_from(
 
 
 def call_msal(
-    call: Callable[[], Mapping[str, Any] | None], secrets: Iterable[str | None] = ()
+    call: Callable[[], Mapping[str, Any] | None],
+    secrets: Iterable[str | None] = (),
+    session: Callable[[], IdentitySession | None] | None = None,
 ) -> IssuedToken:
-    """Run one MSAL acquisition; map transport failures to bounded reasons."""
+    """Run one MSAL acquisition; map failures to bounded reasons, with the
+    identity provider's Retry-After when it sent one."""
+    try:
+        return _call_msal(call, tuple(secrets))
+    except TokenAcquisitionError as err:
+        used = session() if session is not None else None
+        if used is not None and err.retry_after is None:
+            err.retry_after = used.retry_after()
+        raise
+
+
+def _call_msal(
+    call: Callable[[], Mapping[str, Any] | None], secrets: tuple[str | None, ...]
+) -> IssuedToken:
     started = time.time()
-    secrets = tuple(secrets)
     try:
         result = call()
     except TokenAcquisitionError:

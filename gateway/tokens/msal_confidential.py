@@ -36,6 +36,7 @@ from gateway.config.model import (
 )
 from gateway.tokens.base import IssuedToken, TokenAcquisitionError
 from gateway.tokens.msal_common import (
+    IdentitySession,
     NoHttpCache,
     NoTokenCache,
     TrustStore,
@@ -144,6 +145,7 @@ class ConfidentialCredential:
         self._trust: TrustStore | None = None
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_stamp: object = None
+        self._session: IdentitySession | None = None
         self._secrets: tuple[str | None, ...] = ()
         self._lock = threading.Lock()
 
@@ -212,7 +214,7 @@ class ConfidentialCredential:
                 client_credential=credential,
                 authority=authority,
                 instance_discovery=False,
-                http_client=session_for(self._trust, authority),
+                http_client=(session := session_for(self._trust, authority)),
                 token_cache=NoTokenCache(),
                 http_cache=NoHttpCache(),
                 azure_region=False,
@@ -223,11 +225,13 @@ class ConfidentialCredential:
                     assertion.audience = app.authority.token_endpoint
             if self._app is not None:
                 self._app.http_client.close()
-            self._app, self._app_stamp = app, stamp
+            self._app, self._app_stamp, self._session = app, stamp, session
             return app
 
     def _acquire_with(self, call: Callable[[msal.ConfidentialClientApplication], Any]) -> Any:
-        return call_msal(lambda: call(self._application()), self._secret_values())
+        return call_msal(
+            lambda: call(self._application()), self._secret_values(), lambda: self._session
+        )
 
     def _secret_values(self) -> tuple[str | None, ...]:
         secret = getattr(self.config, "client_secret", None)

@@ -304,3 +304,18 @@ async def test_on_behalf_of_cache_is_bounded(make_entra, started):
     for i in range(5):
         await broker.acquire(user_identity(entra, "caller", f"user{i}"), config.clients[0])
     assert len(broker._obo["caller"]) == 3
+
+
+async def test_retry_after_from_entra_is_honoured(make_entra, started):
+    entra = await make_entra()
+    entra.register_app("sp", secret="s")
+    config = config_for(
+        entra, {"sp": {"type": "client_secret", "client_id": "sp", "client_secret": "s"}}
+    )
+    broker, _ = broker_for(config)
+    entra.fail(status=429, error="temporarily_unavailable", retry_after="120")
+    await started(broker)
+    with pytest.raises(CredentialUnavailable) as info:
+        await broker.acquire(app_identity("sp"), config.clients[0])
+    assert 119 <= int(info.value.headers["Retry-After"]) <= 121
+    assert entra.requests["client_credentials"] == 1

@@ -32,6 +32,18 @@ from gateway.errors import ConfigError
 _TOP_KEYS = ", ".join(GatewayConfig.model_fields)
 
 
+class ConfigProblems(ConfigError):
+    """ConfigError that keeps the valid part of the configuration (None if too broken).
+
+    Later checks (the policy's, against the catalog) may still run on `partial`
+    so that one run reports their problems too.
+    """
+
+    def __init__(self, problems: list[str], warnings: list[str], partial: Config | None) -> None:
+        super().__init__(problems, warnings)
+        self.partial = partial
+
+
 def display(path: Path | str) -> str:
     """How messages name a file: relative to the working directory when under it."""
     path = os.path.abspath(path)
@@ -264,7 +276,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     errors = [str(p) for p in problems if not p.warning]
     warnings = [str(p) for p in problems if p.warning]
     if errors or config is None:
-        raise ConfigError(errors, warnings)
+        raise ConfigProblems(errors, warnings, config)
     return Config(
         path=config.path,
         gateway=config.gateway,

@@ -86,14 +86,61 @@ def test_policy_check_errors_and_warnings_are_merged(
     assert config.warnings[-1] == "w2" and len(config.warnings) == 2
 
 
-def test_policy_check_is_not_run_on_a_config_that_does_not_load(
+def test_policy_check_is_not_run_on_a_file_that_is_not_a_configuration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     called = []
     monkeypatch.setattr(gateway.policy, "check_policy", lambda c, k: called.append(c) or ([], []))
-    (tmp_path / "gateway.yaml").write_text("listen: {port: x}\n")
+    (tmp_path / "gateway.yaml").write_text("- just\n- a list\n")
     with pytest.raises(ConfigError) as err:
         load_checked(tmp_path / "gateway.yaml")
-    assert err.value.problems == ["gateway.yaml:1: listen.port: expected a whole number, got 'x'"]
+    assert err.value.problems == [
+        "gateway.yaml:1: expected a mapping of: listen, admin, upstream, identity, credentials, "
+        "policies, audit, limits; got a list"
+    ]
     assert called == []
+
+
+def test_catalog_checks_still_run_when_loading_finds_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.yaml").write_text(
+        "clients:\n"
+        "  - {name: ok, credential: mi, scopes: [vso.cod]}\n"
+        "  - {name: broken, credential: mi, mode: enforcing}\n"
+        "routes:\n"
+        "  - {name: r, match: {path: /x, method: [GET, 'A B']}, clients: [broken]}\n"
+    )
+    (tmp_path / "gateway.yaml").write_text(
+        "listen: {port: x}\ncredentials: {mi: {type: managed_identity}}\npolicies: [p.yaml]\n"
+    )
+    seen: list[Config] = []
+
+    def check_policy(config: Config, catalog: object) -> tuple[list[str], list[str]]:
+        seen.append(config)
+        return [
+            config.locate(("clients", 0, "scopes", 0)) + ": unknown scope 'vso.cod'",
+            config.locate(("routes", 0, "match", "method")) + ": unknown method 'A B'",
+            config.locate(("routes", 0, "clients", 0)) + ": unknown client 'broken'",
+        ], ["p.yaml:5: routes[0]: rule 'r' matches no operation"]
+
+    monkeypatch.setattr(gateway.policy, "check_policy", check_policy)
+    with pytest.raises(ConfigError) as err:
+        load_checked(tmp_path / "gateway.yaml")
+    assert [c.name for c in seen[0].clients] == ["ok"]  # the valid part only
+    assert err.value.problems == [
+        "gateway.yaml:1: listen.port: expected a whole number, got 'x'",
+        "p.yaml:2: clients[0].scopes[0]: unknown scope 'vso.cod'",
+        "p.yaml:3: clients[1].mode: expected 'enforce' or 'report', got 'enforcing' "
+        "(did you mean 'enforce'?)",
+        # the loader's finding at routes[0].match.method[1]; not again as the policy's,
+        # and no "unknown client" for a client that is there but broken
+        "p.yaml:5: routes[0].match.method[1]: expected an HTTP method such as GET or POST, "
+        "got 'A B'",
+    ]
+    assert err.value.warnings == [
+        "p.yaml:2: clients[0]: has no api_keys, entra or certificates: it can never authenticate",
+        "p.yaml:5: routes[0]: rule 'r' matches no operation",
+    ]

@@ -118,6 +118,7 @@ async def load(entra: EntraStandIn, config: Config, seconds: float, workers: int
             await asyncio.sleep(0.001)
 
     await asyncio.gather(*(worker() for _ in range(workers)))
+    broker.flush_metrics()  # cache hits are handed over once a second
     waited = calls - metrics.hits
     print(f"load: {calls} requests over {seconds:.0f} s with {entra.token_lifetime_s:.0f} s "
           f"tokens; token acquisitions {metrics.acquisitions}; requests that waited on an "

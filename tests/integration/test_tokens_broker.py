@@ -319,3 +319,48 @@ async def test_retry_after_from_entra_is_honoured(make_entra, started):
         await broker.acquire(app_identity("sp"), config.clients[0])
     assert 119 <= int(info.value.headers["Retry-After"]) <= 121
     assert entra.requests["client_credentials"] == 1
+
+
+async def test_reload_adopts_tokens_of_unchanged_credentials(make_entra, started):
+    entra = await make_entra()
+    entra.register_app("a", secret="s")
+    entra.register_app("b", secret="s")
+    creds = {
+        "same": {"type": "client_secret", "client_id": "a", "client_secret": "s"},
+        "changed": {"type": "client_secret", "client_id": "a", "client_secret": "s"},
+    }
+    old_config = config_for(entra, creds)
+    old, metrics = broker_for(old_config)
+    await started(old)
+    assert await old.warm_up(10) == (True, "ok")
+    before = {c.name: await old.acquire(app_identity(c.name), c) for c in old_config.clients}
+    assert entra.requests["client_credentials"] == 2
+
+    creds["changed"] = {"type": "client_secret", "client_id": "b", "client_secret": "s"}
+    new_config = config_for(entra, creds)
+    new = TokenBroker(new_config, policy=FAST)
+    new.adopt(old)
+    assert new.metrics is metrics
+    await started(new)
+    assert new.ready()[0] is False  # "changed" has no token yet
+    same = await new.acquire(app_identity("same"), new_config.clients[0])
+    assert same is before["same"]
+    changed = await new.acquire(app_identity("changed"), new_config.clients[1])
+    assert _claims(changed)["appid"] == "b"
+    assert entra.requests["client_credentials"] == 3
+
+
+async def test_reload_keeps_on_behalf_of_users(make_entra, started):
+    entra = await make_entra()
+    entra.register_app("gw", secret="gw-secret", identifier_uris=("api://azdo-gateway",))
+    creds = {"caller": {"type": "on_behalf_of", "client_id": "gw", "client_secret": "gw-secret"}}
+    config = config_for(entra, creds)
+    old, _ = broker_for(config)
+    await started(old)
+    alice = user_identity(entra, "caller", "alice")
+    token = await old.acquire(alice, config.clients[0])
+    new, _ = broker_for(config_for(entra, creds))
+    new.adopt(old)
+    await started(new)
+    assert await new.acquire(alice, new.config.clients[0]) is token
+    assert entra.requests["on_behalf_of"] == 1

@@ -54,17 +54,25 @@ BATCH = Operation(
 )
 
 _Entry = tuple[Operation, tuple[str, ...]]
+# SECURITY: only ASCII letters fold. str.lower() maps KELVIN SIGN to 'k' and the like,
+# which Azure DevOps (.NET ordinal ignore-case) does not: a literal must not match them.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _param_names(segments: tuple[Segment, ...]) -> tuple[str, ...]:
     return tuple(s.text for s in segments if s.kind != "literal")
 
 
+def fold(text: str) -> str:
+    """Case-fold the way Azure DevOps compares names: ASCII letters only."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+
+
 def split_path(path: str) -> tuple[list[str], list[str]] | None:
     """Decoded segments and their lower-case forms; None for an empty inner segment."""
-    if "%" in path:
+    if "%" in path or not path.isascii():
         original = [unquote(p) for p in path.split("/")[1:]]
-        lowered = [p.lower() for p in original]
+        lowered = [fold(p) for p in original]
     else:
         original = path.split("/")[1:]
         lowered = path.lower().split("/")[1:]

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import unquote
 
-from gateway.catalog import PROJECT_PARAMS, Catalog, split_path
+from gateway.catalog import PROJECT_PARAMS, Catalog, fold, split_path
 from gateway.config.model import Client, Config
 from gateway.policy.check import check_policy
 from gateway.policy.routes import ANY, CompiledRoute, compile_routes
@@ -51,10 +51,10 @@ def client_rules(client: Client, catalog: Catalog) -> ClientRules:
         projects = {}
         for entry in client.projects:
             org, _, project = entry.partition("/")
-            projects.setdefault(org.strip().lower(), set()).add(project.strip().lower())
+            projects.setdefault(fold(org.strip()), set()).add(fold(project.strip()))
     orgs: set[str] | None = None
     if client.organizations is not None:
-        orgs = {o.strip().lower() for o in client.organizations}
+        orgs = {fold(o.strip()) for o in client.organizations}
     elif projects is not None:
         orgs = set(projects)
     return ClientRules(
@@ -222,7 +222,7 @@ def _where(
                     f"client is limited to {', '.join(sorted(rules.organizations))}",
                     required,
                 )
-        elif org.lower() not in rules.organizations:
+        elif fold(org) not in rules.organizations:
             return _deny(
                 "organization_not_allowed",
                 f"organization {org!r} is not allowed for this client",
@@ -235,8 +235,8 @@ def _where(
                 "organization-wide operation; client is limited to named projects",
                 required,
             )
-        allowed = rules.projects.get((org or "").lower(), frozenset())
-        if project.lower() not in allowed:
+        allowed = rules.projects.get(fold(org or ""), frozenset())
+        if fold(project) not in allowed:
             return _deny(
                 "project_not_allowed",
                 f"project {project!r} is not allowed for this client",

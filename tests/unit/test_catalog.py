@@ -344,6 +344,14 @@ def test_matching_is_case_insensitive_and_keeps_the_case_of_values(catalog: Cata
     assert m.params["repositoryId"] == "MyRepo"
 
 
+def test_only_ascii_letters_fold(catalog: Catalog) -> None:
+    # U+212A KELVIN SIGN lower-cases to 'k' in Python, not in Azure DevOps' comparisons
+    m = catalog.match("pkgs", "GET", "/o/_pac%E2%84%AAaging/feed/nuget/v3/index.json")
+    assert m is None or m.operation.id != "packaging.Feed_Read"
+    m = catalog.match("main", "GET", "/o/p/_apis/git/repositories/%C3%89t%C3%A9")
+    assert m is not None and m.params["repositoryId"] == "\u00c9t\u00e9"
+
+
 def test_literal_beats_parameter_with_backtracking(catalog: Catalog) -> None:
     # /{organization}/_apis/projects (literal _apis) vs /{organization}/{project}/_apis/...
     m = catalog.match("main", "GET", "/fabrikam/_apis/projects")

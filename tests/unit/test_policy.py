@@ -236,6 +236,12 @@ def test_route_rules_on_other_hosts() -> None:
         ("fab-only", "GET", "/fabrikam/Any/_apis/git/repositories", None),
         ("fab-only", "GET", "/contoso/Any/_apis/git/repositories", "organization_not_allowed"),
         ("fab-only", "OPTIONS", "/contoso/_apis", "organization_not_allowed"),
+        (
+            "fab-only",
+            "GET",
+            "/Fabri%E2%84%AAam/Any/_apis/git/repositories",
+            "organization_not_allowed",
+        ),  # KELVIN SIGN is not 'k' to Azure DevOps
     ],
 )
 def test_organization_and_project_restrictions(
@@ -344,3 +350,31 @@ def test_check_policy_uses_config_locate(tmp_path: Path) -> None:
         e.endswith(":7: clients[0].scopes[1]: unknown scope 'vso.wrok' (did you mean 'vso.work'?)")
         for e in errors
     ), errors
+
+
+def test_route_rules_on_any_host_with_prefixed_parameters() -> None:
+    rules = (
+        route(
+            "no-scoped-npm",
+            "/{organization}/_packaging/{feed}/npm/registry/@{scope}/**",
+            ("PUT",),
+            host="*",
+            deny=True,
+        ),
+        route(
+            "feed-admins",
+            "/{organization}/_packaging/**",
+            ("DELETE",),
+            host="pkgs",
+            clients=("manager",),
+        ),
+    )
+    pkg = Policy(config((client("pub", ("vso.packaging_write",)), *CLIENTS), rules), CATALOG)
+    npm = "/o/_packaging/f/npm/registry/@acme%2Fwidget"
+    d = decide("pub", "PUT", npm, host="pkgs", policy=pkg)
+    assert (d.reason, d.rule) == ("route_denied", "no-scoped-npm")
+    assert decide(
+        "pub", "PUT", "/o/_packaging/f/npm/registry/widget", host="pkgs", policy=pkg
+    ).allowed
+    d = decide("pub", "DELETE", "/o/_packaging", host="pkgs", policy=pkg)  # ** matches none
+    assert (d.reason, d.rule) == ("client_not_allowed_on_route", "feed-admins")

@@ -205,3 +205,24 @@ async def test_identity_ca_file_wins_over_requests_ca_bundle_and_nothing_else_is
     await started(broker2)
     with pytest.raises(CredentialUnavailable, match="tls_error"):
         await _token(broker2, wrong, "sp")
+
+
+async def test_on_behalf_of_with_a_certificate(make_entra, tmp_path, started):
+    from tests.integration.tokens_support import user_identity
+
+    entra = await make_entra()
+    cert_file, cert_pem = write_cert(entra, tmp_path, "gateway-app")
+    entra.register_app("gw", certificate_pem=cert_pem, identifier_uris=("api://azdo-gateway",))
+    config = config_for(
+        entra,
+        {"caller": {"type": "on_behalf_of", "client_id": "gw", "certificate_file": str(cert_file)}},
+        scopes=("vso.work",),
+    )
+    broker, _ = broker_for(config)
+    await started(broker)
+    token = await broker.acquire(user_identity(entra, "caller", "carol"), config.clients[0])
+    claims = jwt.decode(
+        token.header_value.removeprefix("Bearer "), options={"verify_signature": False}
+    )
+    assert (claims["oid"], claims["scp"], claims["appid"]) == ("carol", "vso.work", "gw")
+    assert jwt.get_unverified_header(entra.assertions[-1])["alg"] == "PS256"

@@ -212,7 +212,7 @@ class TokenBroker:
                 f"client {client.name!r} reaches Azure DevOps on behalf of its user: "
                 "authenticate with an Entra ID access token",
             )
-        scopes = self._obo_scopes[client.name]
+        scopes = self._obo_scopes.get(client.name) or delegated_scopes(client.scopes)
         # SECURITY: the key is the validated token's tenant and user; a slot only ever
         # holds that user's token, so no user is ever served another one's.
         key = (identity.tenant_id or "", identity.object_id, " ".join(scopes))

@@ -12,8 +12,9 @@ What is rewritten:
   upstream host the response came from);
 - in JSON bodies, string values under URL-valued keys: `href` (`_links.*.href`),
   any key ending in `url` (`url`, `remoteUrl`, resource-area `locationUrl`, ...),
-  and the location service's `accessPoint` (accessMappings) and `location`
-  (serviceDefinitions' locationMappings).
+  the location service's `accessPoint` (accessMappings) and `location`
+  (serviceDefinitions' locationMappings), and the URLs of the JSON package
+  protocols (NuGet v3 `@id`, `packageContent`, `registration`; npm `tarball`).
 
 What is left alone:
 - `webUrl` and `_links.web.href`: they are for browsers and must open the real
@@ -56,6 +57,12 @@ _LEGACY = re.compile(r"^([a-z0-9][a-z0-9-]{0,62})(?:\.([a-z]+))?\.visualstudio\.
 _LEGACY_SERVICES = frozenset({"vsrm", "feeds", "pkgs", "vsaex", "vstmr", "almsearch", "extmgmt"})
 _BROWSER_KEYS = frozenset({"weburl"})  # keys whose URLs open in a browser: keep the real site
 _BROWSER_LINKS = frozenset({"web", "html"})  # _links relations for browsers
+# Keys (besides `*url`) whose string values are URLs: links, the location service, and the
+# package protocols that answer in JSON (NuGet v3 `@id`/`packageContent`/`registration`,
+# npm `dist.tarball`), so that package clients keep fetching through the gateway.
+_URL_KEYS = frozenset(
+    {"href", "accesspoint", "location", "@id", "packagecontent", "registration", "tarball"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +311,7 @@ class Rewriter:
 def _is_url_key(lk: str) -> bool:
     if lk in _BROWSER_KEYS:
         return False
-    return lk == "href" or lk.endswith("url") or lk in ("accesspoint", "location")
+    return lk.endswith("url") or lk in _URL_KEYS
 
 
 def _decode(body: bytes, encoding: str, limit: int) -> bytes:

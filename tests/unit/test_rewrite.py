@@ -308,3 +308,35 @@ def test_nesting_near_the_recursion_limit(depth: int) -> None:
     body = b'{"url":"https://dev.azure.com/x","a":' + b'{"b":' * depth + b"1" + b"}" * depth + b"}"
     out = rewriter().rewrite_body(body)
     assert out is body or json.loads(out)["url"] == f"{GW}/x"
+
+
+def test_package_feed_urls_are_rewritten() -> None:
+    feed = "https://pkgs.dev.azure.com/fabrikam/_packaging/f1"
+    index = {
+        "version": "3.0.0",
+        "resources": [
+            {"@id": f"{feed}/nuget/v3/query2/", "@type": "SearchQueryService"},
+            {"@id": f"{feed}/nuget/v3/flat2/", "@type": "PackageBaseAddress/3.0.0"},
+        ],
+    }
+    out = json.loads(rewriter().rewrite_body(json.dumps(index).encode()))
+    assert [r["@id"] for r in out["resources"]] == [
+        f"{GW}/_hosts/pkgs/fabrikam/_packaging/f1/nuget/v3/query2/",
+        f"{GW}/_hosts/pkgs/fabrikam/_packaging/f1/nuget/v3/flat2/",
+    ]
+    assert out["resources"][0]["@type"] == "SearchQueryService"
+    npm = {
+        "name": "left-pad",
+        "versions": {
+            "1.0.0": {
+                "dist": {
+                    "tarball": f"{feed}/npm/registry/left-pad/-/left-pad-1.0.0.tgz",
+                    "shasum": "ab",
+                }
+            }
+        },
+    }
+    out = json.loads(rewriter().rewrite_body(json.dumps(npm).encode()))
+    assert out["versions"]["1.0.0"]["dist"]["tarball"] == (
+        f"{GW}/_hosts/pkgs/fabrikam/_packaging/f1/npm/registry/left-pad/-/left-pad-1.0.0.tgz"
+    )

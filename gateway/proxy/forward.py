@@ -16,6 +16,7 @@ appended to it.
 from __future__ import annotations
 
 import importlib
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
@@ -40,6 +41,7 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 CREDENTIAL_REJECTED = frozenset({401, 203})
 # Sent on every upstream request: answer 401 instead of a sign-in redirect.
 FEDAUTH = ("X-TFS-FedAuthRedirect", "Suppress")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class Rewriter(Protocol):
@@ -128,6 +130,8 @@ class Forwarder:
         base = hdrs.to_upstream(request.headers)
         base[FEDAUTH[0]] = FEDAUTH[1]
         base["X-Request-ID"] = ctx.request_id
+        if "X-TFS-Session" not in base and _GUID.match(ctx.request_id):
+            base["X-TFS-Session"] = ctx.request_id  # Azure DevOps' own correlation id (a GUID)
         body = RequestBody(request, ctx, limit) if request.body_exists else None
         url = self.url(ctx)
         for attempt in (1, 2):

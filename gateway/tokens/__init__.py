@@ -143,8 +143,11 @@ class TokenBroker:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+        # A provider's close() waits for an acquisition in flight (it holds the lock
+        # while MSAL talks to Entra): never block the event loop on that (a reload
+        # retires the old broker while requests are being served).
         for provider in self._providers.values():
-            provider.close()
+            await asyncio.to_thread(provider.close)
 
     def ready(self) -> tuple[bool, str]:
         """Ready once every credential a client uses has produced a token (PAT: is readable).

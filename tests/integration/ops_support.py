@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import Runtime
+from gateway.app import Gateway, Runtime
 from gateway.authn import Authentication
 from gateway.catalog import Catalog
 from gateway.config.model import Client, Config
@@ -91,14 +91,15 @@ class ScopePolicy:
 
 
 class Tokens:
-    """The real TokenBroker, except credential `broken` never yields a token."""
+    """The real TokenBroker, checking that the client it is asked for comes from
+    the same configuration (the runtime a request is pinned to)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.inner = TokenBroker(config)
 
-    def adopt(self, previous: Tokens) -> None:
-        self.inner.adopt(previous.inner)
+    def adopt(self, previous: Tokens | TokenBroker) -> None:
+        self.inner.adopt(previous.inner if isinstance(previous, Tokens) else previous)
 
     async def start(self) -> None:
         await self.inner.start()
@@ -114,8 +115,6 @@ class Tokens:
             # the request's client came from another configuration than these tokens:
             # a request that saw half of one reload and half of another
             raise CredentialUnavailable("client and token broker from different configurations")
-        if client.credential == "broken":
-            raise CredentialUnavailable("credential 'broken' cannot get a token")
         return await self.inner.acquire(identity, client)
 
     def invalidate(self, token: UpstreamToken) -> None:
@@ -201,3 +200,11 @@ def metric(
     values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
 ) -> float:
     return values.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def use_test_runtime(gateway: Gateway) -> None:
+    """Swap the stand-in catalog/policy into a running gateway the way a reload does."""
+    new = runtime(gateway.runtime.config)
+    new.tokens.adopt(gateway.runtime.tokens)  # type: ignore[arg-type]
+    await new.tokens.start()
+    await gateway.retire(gateway.swap(new), 1)

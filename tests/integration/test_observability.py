@@ -10,9 +10,10 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import new_key
-from tests.integration.ops_support import audit_lines, runtime
+from tests.integration.ops_support import audit_lines, use_test_runtime
 
 PAT = "upstream-pat-s3cr3t-value"
+SP_SECRET = "sp-client-s3cr3t-value"
 
 
 def closed_port() -> int:
@@ -23,17 +24,31 @@ def closed_port() -> int:
     return port
 
 
-async def test_metrics_and_audit_from_real_requests(make_fake_azdo, make_gateway, tmp_path):
+async def test_metrics_and_audit_from_real_requests(
+    make_entra, make_fake_azdo, make_gateway, tmp_path
+):  # make_entra first: the identity provider outlives the gateway
     fake = await make_fake_azdo()
+    entra = await make_entra()
+    entra.register_app("gw-sp", secret=SP_SECRET)
     key, digest = new_key()
     key2, digest2 = new_key()
     key3, digest3 = new_key()
     gw = await make_gateway(
         {
             "upstream": {"hosts": {"main": fake.url, "vsrm": f"http://127.0.0.1:{closed_port()}"}},
+            "identity": {
+                "authority_host": entra.url,
+                "tenant_id": entra.tenant_id,
+                "ca_file": str(entra.ca_file),
+            },
             "credentials": {
                 "server": {"type": "pat", "pat": PAT},
-                "broken": {"type": "pat", "pat": "never-used"},
+                "sp": {"type": "client_secret", "client_id": "gw-sp", "client_secret": SP_SECRET},
+                "broken": {
+                    "type": "client_secret",
+                    "client_id": "gw-sp",
+                    "client_secret": "wrong-s3cr3t",
+                },
             },
         },
         {
@@ -41,7 +56,7 @@ async def test_metrics_and_audit_from_real_requests(make_fake_azdo, make_gateway
                 "clients": [
                     {
                         "name": "ci",
-                        "credential": "server",
+                        "credential": "sp",
                         "scopes": ["vso.code", "vso.project"],
                         "api_keys": [{"id": "k1", "sha256": digest}],
                     },
@@ -62,7 +77,7 @@ async def test_metrics_and_audit_from_real_requests(make_fake_azdo, make_gateway
             }
         },
     )
-    gw.gateway.swap(runtime(gw.gateway.runtime.config))
+    await use_test_runtime(gw.gateway)
     auth = {"Authorization": aiohttp.encode_basic_auth("", key)}
     repos = "/fabrikam/Fiber/_apis/git/repositories?api-version=7.1"
     async with aiohttp.ClientSession() as s:
@@ -117,6 +132,16 @@ async def test_metrics_and_audit_from_real_requests(make_fake_azdo, make_gateway
     assert v("azdo_gateway_denied_total", client="ci", reason="upstream_unreachable") == 1
     assert v("azdo_gateway_denied_total", client="nightly", reason="credential_unavailable") == 1
     assert v("azdo_gateway_denied_total", client="-", reason="unknown_key") == 1
+    # token metrics, reported by the token broker through observability.metrics
+    assert v("azdo_gateway_token_acquisitions_total", credential="sp", result="ok") >= 1
+    assert v("azdo_gateway_token_cache_hits_total", credential="sp") >= 1
+    assert 0 < v("azdo_gateway_token_expiry_seconds", credential="sp") <= 3600
+    failed = {
+        k[1]: n
+        for k, n in values.items()
+        if k[0] == "azdo_gateway_token_acquisitions_total" and dict(k[1])["credential"] == "broken"
+    }
+    assert failed and all(dict(labels)["result"] != "ok" for labels in failed)
     assert (
         v("azdo_gateway_report_only_denials_total", client="auditor", reason="missing_scope") == 1
     )
@@ -134,7 +159,7 @@ async def test_metrics_and_audit_from_real_requests(make_fake_azdo, make_gateway
     assert (ok["decision"], ok["status"], ok["upstreamStatus"]) == ("allow", 200, 200)
     assert (ok["organization"], ok["project"]) == ("fabrikam", "Fiber")
     assert ok["path"] == "/fabrikam/Fiber/_apis/git/repositories"
-    assert ok["credential"] == "server" and ok["bytesOut"] > 0
+    assert ok["credential"] == "sp" and ok["bytesOut"] > 0
     assert (denied["decision"], denied["reason"], denied["status"]) == (
         "deny",
         "missing_scope",
@@ -152,7 +177,11 @@ async def test_metrics_and_audit_from_real_requests(make_fake_azdo, make_gateway
     )
     assert (unauth["client"], unauth["reason"], unauth["status"]) == (None, "unknown_key", 401)
     assert len(fake.seen) == 2
-    assert fake.seen[0].headers.get("X-Request-ID") in (None, "trace-42")
+    assert fake.seen[0].headers["X-Request-ID"] == "trace-42"
+    assert "X-TFS-Session" not in fake.seen[0].headers  # not a GUID: only X-Request-ID
+    # the report-mode request had no X-Request-ID: the generated GUID is both headers
+    assert fake.seen[1].headers["X-Request-ID"] == report["requestId"]
+    assert fake.seen[1].headers["X-TFS-Session"] == report["requestId"]
 
     # no secret anywhere: keys, the upstream PAT, its base64 form, the query string
     blob = text + (gw.config_path.parent / "audit.jsonl").read_text()

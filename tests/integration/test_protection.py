@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from tests.harness import new_key
-from tests.integration.ops_support import Upstream, metric, metric_values, runtime
+from tests.integration.ops_support import Upstream, metric, metric_values, use_test_runtime
 
 REPOS = "/fabrikam/Fiber/_apis/git/repositories"
 
@@ -43,7 +43,7 @@ async def start(make_gateway, upstream, clients, **gateway_yaml):
         },
         {"p.yaml": {"clients": policy}},
     )
-    gw.gateway.swap(runtime(gw.gateway.runtime.config))
+    await use_test_runtime(gw.gateway)
     return gw, keys
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from gateway.reload import Reloader
 from tests.harness import new_key
-from tests.integration.ops_support import Upstream, metric, metric_values, runtime
+from tests.integration.ops_support import Upstream, metric, metric_values, runtime, use_test_runtime
 
 REPOS = "/fabrikam/Fiber/_apis/git/repositories"
 
@@ -52,7 +52,7 @@ async def start(make_gateway, upstream, digest, **kw):
         },
         {"ci.yaml": policy("a", digest)},
     )
-    gw.gateway.swap(runtime(gw.gateway.runtime.config))
+    await use_test_runtime(gw.gateway)
     reloader = Reloader(gw.gateway, gw.config_path, build=runtime, **kw)
     return gw, reloader
 

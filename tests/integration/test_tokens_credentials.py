@@ -226,3 +226,17 @@ async def test_on_behalf_of_with_a_certificate(make_entra, tmp_path, started):
     )
     assert (claims["oid"], claims["scp"], claims["appid"]) == ("carol", "vso.work", "gw")
     assert jwt.get_unverified_header(entra.assertions[-1])["alg"] == "PS256"
+
+
+async def test_managed_identity_through_the_instance_metadata_service(
+    make_entra, monkeypatch, started
+):
+    entra = await make_entra()
+    mi = entra.register_managed_identity(client_id="vm-uami")
+    # Azure VM / AKS node: no IDENTITY_ENDPOINT, MSAL asks the instance metadata service
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", entra.url)
+    config = config_for(entra, {"vm": {"type": "managed_identity", "client_id": "vm-uami"}})
+    broker, _ = broker_for(config)
+    await started(broker)
+    assert (await _token(broker, config, "vm"))["oid"] == mi.object_id
+    assert entra.requests_by[("managed_identity", "vm-uami")] == 1

@@ -233,6 +233,11 @@ def _message(
         return path, f"expected at most {ctx['max_length']} characters"
     if kind == "string_pattern_mismatch":
         hint = PATTERN_HINTS.get(str(last), f"a value matching {ctx.get('pattern')}")
+        if last == "sha256":
+            # SECURITY: someone may paste the key itself here; never repeat it.
+            if isinstance(value, str) and value.startswith("azgw_"):
+                return path, "expected the key's sha256, not the key itself (keygen prints both)"
+            return path, f"expected {hint}"
         return path, f"expected {hint}{got}"
     if kind in ("value_error", "assertion_error"):
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")

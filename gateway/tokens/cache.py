@@ -73,6 +73,7 @@ class TokenSlot:
         "credential", "key", "token", "valid_until", "refresh_at", "acquired", "failures",
         "next_attempt", "last_error", "user_assertion", "_fetch", "_policy", "_metrics",
         "_proactive", "_clock", "_inflight", "_timer", "_closed", "_dropped_at", "_first",
+        "_inflight_since",
     )  # fmt: skip
 
     def __init__(
@@ -106,6 +107,7 @@ class TokenSlot:
         self._closed = False
         self._dropped_at = float("-inf")
         self._first = asyncio.Event()  # set once a token was ever acquired
+        self._inflight_since = 0.0
 
     # --- reading ---------------------------------------------------------------
 
@@ -131,16 +133,21 @@ class TokenSlot:
             inflight = self._begin()
         elif self.failures:
             raise self.unavailable(now)  # failing already: do not queue behind a retry
+        elif now - self._inflight_since > self._policy.wait_s:
+            raise self._stalled()  # no answer for long already: do not queue behind it
         try:
             return await asyncio.wait_for(asyncio.shield(inflight), self._policy.wait_s)
         except TokenAcquisitionError:
             raise self.unavailable(self._clock()) from None
         except TimeoutError:
-            raise CredentialUnavailable(
-                f"upstream credential {self.credential!r} is unavailable: the identity "
-                f"provider has not answered within {self._policy.wait_s:g}s",
-                retry_after=self._policy.backoff_base_s,
-            ) from None
+            raise self._stalled() from None
+
+    def _stalled(self) -> CredentialUnavailable:
+        return CredentialUnavailable(
+            f"upstream credential {self.credential!r} is unavailable: the identity "
+            f"provider has not answered within {self._policy.wait_s:g}s",
+            retry_after=self._policy.backoff_base_s,
+        )
 
     async def first_token(self) -> None:
         """Return once this slot has acquired a token at least once."""
@@ -182,6 +189,7 @@ class TokenSlot:
         future: asyncio.Future[UpstreamToken] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
         self._inflight = future
+        self._inflight_since = self._clock()
         spawn(self._run(future), name=f"token:{self.credential}")
         return future
 

@@ -96,7 +96,7 @@ async def test_single_flight_on_a_cold_slot():
 async def test_warm_peek_then_background_refresh_then_expiry():
     clock = Clock()
     provider = Provider(clock, lifetime=100)  # refresh ahead at 50, valid until 90
-    slot = slot_for(provider, clock)
+    slot = slot_for(provider, clock, wait_s=60)
     first = await slot.get()
     assert slot.peek(clock()) is first and provider.calls == 1
     clock.now += 50
@@ -148,7 +148,13 @@ async def test_waiting_is_bounded_when_the_provider_stalls():
     slot = slot_for(provider, clock, wait_s=0.05)
     with pytest.raises(CredentialUnavailable, match="not answered within 0.05s"):
         await slot.get()
+    clock.now += 1  # still no answer: later requests fail at once instead of queueing
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(CredentialUnavailable, match="not answered within 0.05s"):
+        await slot.get()
+    assert asyncio.get_running_loop().time() - started < 0.04
     provider.gate.set()
+    await slot.first_token()
     assert (await slot.get()).header_value == "Bearer tok1"
     assert provider.calls == 1
 

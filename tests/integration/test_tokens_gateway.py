@@ -130,3 +130,45 @@ async def test_managed_identity_through_the_gateway(
     token = fake.seen[-1].headers["Authorization"].removeprefix("Bearer ")
     assert jwt.decode(token, options={"verify_signature": False})["appid"] == "mi-app"
     assert entra.requests_by[("managed_identity", "mi-app")] == 1
+
+
+async def test_on_behalf_of_end_to_end_each_user_gets_their_own_token(
+    make_entra, make_fake_azdo, make_gateway
+):
+    """A user's Entra token is validated by the gateway, exchanged on their behalf for
+    the client's granted scopes only, and each user's token reaches upstream for them."""
+    entra = await make_entra()
+    entra.register_app("gw-app", secret=SECRET, identifier_uris=("api://azdo-gateway",))
+    fake = await make_fake_azdo()
+    group = "developers-group"
+    gw = await make_gateway(
+        {
+            "upstream": {"hosts": {"main": fake.url}},
+            "identity": {"authority_host": entra.url, "tenant_id": entra.tenant_id,
+                         "audiences": ["api://azdo-gateway"], "ca_file": str(entra.ca_file)},
+            "credentials": {"caller": {"type": "on_behalf_of", "client_id": "gw-app",
+                                       "client_secret": SECRET}},
+        },
+        {"people.yaml": {"clients": [{"name": "developers", "credential": "caller",
+                                      "scopes": ["vso.project"],
+                                      "entra": {"groups": [group]}}]}},
+    )  # fmt: skip
+    users = {
+        oid: entra.mint_access_token({"oid": oid, "groups": [group], "azp": "cli-app"})
+        for oid in ("alice", "bob")
+    }
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):
+            for oid, token in users.items():
+                async with s.get(
+                    gw.url + "/fabrikam/_apis/projects",
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as r:
+                    assert r.status == 200, await r.text()
+                sent = fake.seen[-1].headers["Authorization"].removeprefix("Bearer ")
+                claims = jwt.decode(sent, options={"verify_signature": False})
+                assert (claims["oid"], claims["scp"], claims["appid"]) == (
+                    oid, "vso.project", "gw-app")  # fmt: skip
+                assert sent != token  # the caller's own token never goes upstream
+    assert entra.requests_by[("on_behalf_of", "alice")] == 1
+    assert entra.requests_by[("on_behalf_of", "bob")] == 1

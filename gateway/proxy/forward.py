@@ -30,7 +30,7 @@ from gateway.config.model import Client, Config
 from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError
 from gateway.observability import Observability
 from gateway.proxy import headers as hdrs
-from gateway.proxy.upstream import BodyReadError, open_session, upstream_errors
+from gateway.proxy.upstream import BodyReadError, open_session, translate
 from gateway.tokens import TokenBroker
 from gateway.types import RequestContext, UpstreamToken
 
@@ -39,6 +39,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # What Azure DevOps answers a credential it does not accept with: 401, or (when
 # it would rather redirect a browser to sign in) 203 with the sign-in page.
 CREDENTIAL_REJECTED = frozenset({401, 203})
+# Response headers that can carry an upstream URL (see gateway.proxy.rewrite).
+LOCATIONS = ("Location", "Content-Location")
 # Sent on every upstream request: answer 401 instead of a sign-in redirect.
 FEDAUTH = ("X-TFS-FedAuthRedirect", "Suppress")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -140,7 +142,7 @@ class Forwarder:
             headers = CIMultiDict(base)
             headers["Authorization"] = token.header_value
             started = time.perf_counter()
-            async with upstream_errors(ctx):
+            try:
                 async with self.session.request(
                     method,
                     url,
@@ -157,6 +159,8 @@ class Forwarder:
                             continue
                         raise _rejected(token, up.status)
                     return await self.relay(request, ctx, up, started)
+            except (aiohttp.ClientError, TimeoutError) as err:
+                raise translate(err, ctx.host) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def relay(
@@ -173,7 +177,7 @@ class Forwarder:
         if rewriter is not None and request.method != "HEAD" and rewriter.wants_body(up.headers):
             body, prefix = await self._buffer(up)
         headers = hdrs.to_client(up.headers, body_rewritten=body is not None)
-        if rewriter is not None:
+        if rewriter is not None and (body is not None or any(h in headers for h in LOCATIONS)):
             public_url = rewriter.public_url_for(request)
             headers = rewriter.rewrite_headers(headers, host=ctx.host, public_url=public_url)
             if body is not None:

@@ -9,8 +9,6 @@ rejects a request; the caller adds what the gateway itself sends.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from multidict import CIMultiDict, CIMultiDictProxy
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
@@ -58,15 +56,23 @@ def connection_options(headers: Headers) -> frozenset[str]:
     return frozenset(names)
 
 
-def _clean(headers: Headers, drop: Iterable[str], *, drop_proxy: bool) -> CIMultiDict[str]:
-    banned = HOP_BY_HOP | connection_options(headers) | frozenset(drop)
+def _clean(headers: Headers, banned: frozenset[str], *, drop_proxy: bool) -> CIMultiDict[str]:
+    if "Connection" in headers or "Proxy-Connection" in headers:
+        banned = banned | connection_options(headers)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        key = normalize(name)
+        key = name.lower()
+        if "_" in key:
+            key = key.replace("_", "-")
         if key in banned or (drop_proxy and key.startswith("proxy-")):
             continue
         out.add(name, value)
     return out
+
+
+_TO_UPSTREAM = HOP_BY_HOP | CLIENT_ONLY | METHOD_OVERRIDE | GATEWAY_SET
+_TO_CLIENT = HOP_BY_HOP | UPSTREAM_ONLY
+_TO_CLIENT_REWRITTEN = _TO_CLIENT | {"content-length"}
 
 
 def to_upstream(headers: Headers) -> CIMultiDict[str]:
@@ -77,7 +83,7 @@ def to_upstream(headers: Headers) -> CIMultiDict[str]:
     and the ones the gateway sets itself. `Content-Length` stays: the body is
     streamed through unchanged.
     """
-    return _clean(headers, CLIENT_ONLY | METHOD_OVERRIDE | GATEWAY_SET, drop_proxy=True)
+    return _clean(headers, _TO_UPSTREAM, drop_proxy=True)
 
 
 def to_client(headers: Headers, *, body_rewritten: bool = False) -> CIMultiDict[str]:
@@ -89,5 +95,4 @@ def to_client(headers: Headers, *, body_rewritten: bool = False) -> CIMultiDict[
     own headers (ActivityId, X-TFS-*, X-VSS-*, X-RateLimit-*, Retry-After,
     x-ms-continuationtoken, ...) pass.
     """
-    drop = UPSTREAM_ONLY | ({"content-length"} if body_rewritten else set())
-    return _clean(headers, drop, drop_proxy=True)
+    return _clean(headers, _TO_CLIENT_REWRITTEN if body_rewritten else _TO_CLIENT, drop_proxy=True)

@@ -1,8 +1,8 @@
 """The connection pool to Azure DevOps and what its failures mean.
 
 `open_session(config)` builds the process's one keep-alive ClientSession.
-`upstream_errors(ctx)` is the one place where aiohttp's exceptions become the
-gateway's: a timeout is 504 `upstream_timeout`, a failed connection (refused,
+`translate(err, host)` is the one place where aiohttp's exceptions become
+the gateway's: a timeout is 504 `upstream_timeout`, a failed connection (refused,
 DNS, TLS) is 502 `upstream_unreachable`, an answer that is not valid HTTP or
 ends early is 502 `upstream_bad_response`. Gateway errors pass unchanged.
 """
@@ -10,14 +10,11 @@ ends early is 502 `upstream_bad_response`. Gateway errors pass unchanged.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiohttp
 
 from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError, UpstreamError, UpstreamTimeout
-from gateway.types import RequestContext
 
 
 class BodyReadError(Exception):
@@ -89,13 +86,3 @@ def _describe(err: BaseException) -> str:
     if isinstance(err, aiohttp.ClientResponseError):
         return err.message
     return type(err).__name__
-
-
-@asynccontextmanager
-async def upstream_errors(ctx: RequestContext) -> AsyncIterator[None]:
-    try:
-        yield
-    except GatewayError:
-        raise
-    except (aiohttp.ClientError, TimeoutError) as err:
-        raise translate(err, ctx.host) from None

@@ -161,7 +161,9 @@ async def _special(fake: FakeAzdo, request: web.Request, path: str) -> web.Strea
         await _record(fake, request)
         return web.json_response(
             {"message": f"fake status {m[1]}", "typeKey": "FakeException"}, status=int(m[1]),
-            headers={"Location": "https://dev.azure.com/fabrikam/moved", "Retry-After": "7",
+            headers={"Location": (fake.url if "here" in request.query else
+                                  "https://elsewhere.example") + "/fabrikam/moved",
+                     "Retry-After": "7",
                      "X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0",
                      "X-RateLimit-Resource": "core", "X-RateLimit-Delay": "1.5"})
     if path == "/_fake/headers":

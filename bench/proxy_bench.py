@@ -1,0 +1,421 @@
+"""The gateway against a bare aiohttp pass-through forwarder, on loopback, in one run.
+
+    python bench/proxy_bench.py [--duration S] [--rounds N] [--big-mib N]
+                                [--concurrent N] [--json FILE]
+
+Starts, each in its own process: a local upstream (aiohttp), the gateway
+(`azdo-gateway run --workers 1`: real authentication, catalog, policy, PAT
+injection, rewriting, metrics and audit) and a minimal aiohttp forwarder (one
+ClientSession, bodies streamed with iter_any, nothing else). Then, alternating
+between the two proxies so both see the same machine state:
+
+- latency: one connection, back-to-back small JSON requests: p50, p99
+- throughput: 64 connections of small JSON requests: requests/s, p50, p99
+- a streamed download and a streamed upload (1 GiB by default): MB/s and peak
+  RSS growth of the proxy process
+- N concurrent requests (2,000 by default) held open 1 s by the upstream:
+  errors and peak RSS of the proxy process
+
+Load comes from `wrk` when it is installed (the script installs it with apt
+when it runs as root and apt is there), otherwise from an aiohttp client.
+Targets: added p50 < 0.5 ms, throughput >= 85% of the forwarder's; 1 GiB up
+and down with RSS growth < 64 MiB at >= 80% of the forwarder's MB/s; 2,000
+slow requests with no errors and RSS < 300 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = "/fabrikam/_apis/projects?api-version=7.1"
+SLOW = "/fabrikam/_apis/projects/slow?api-version=7.1"
+DOWN = "/fabrikam/Fiber/_apis/git/repositories/fiber/items?path=/big.bin&size={n}"
+UP = "/fabrikam/Fiber/_git/fiber/git-receive-pack"
+MIB = 1024 * 1024
+BLOCK = os.urandom(MIB)
+PROJECTS = json.dumps({"count": 2, "value": [
+    {"id": "eb6e4656-77fc-42a1-9181-4c6d8e9da5d1", "name": "Fabrikam-Fiber", "state":
+     "wellFormed", "revision": 411, "visibility": "private"},
+    {"id": "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c", "name": "Fabrikam-Web", "state":
+     "wellFormed", "revision": 12, "visibility": "private"}]}).encode()
+
+
+# --- the processes under test -------------------------------------------------------
+
+def upstream_app() -> web.Application:
+    async def small(request: web.Request) -> web.Response:
+        return web.Response(body=PROJECTS, content_type="application/json")
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1)
+        return web.Response(body=PROJECTS, content_type="application/json")
+
+    async def down(request: web.Request) -> web.StreamResponse:
+        n = int(request.query["size"])
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = n
+        await response.prepare(request)
+        while n > 0:
+            await response.write(BLOCK[: min(n, MIB)])
+            n -= MIB
+        return response
+
+    async def up(request: web.Request) -> web.Response:
+        n = 0
+        async for chunk in request.content.iter_any():
+            n += len(chunk)
+        return web.json_response({"received": n})
+
+    app = web.Application(client_max_size=0)
+    app.router.add_get("/fabrikam/_apis/projects", small)
+    app.router.add_get("/fabrikam/_apis/projects/slow", slow)
+    app.router.add_get("/fabrikam/Fiber/_apis/git/repositories/fiber/items", down)
+    app.router.add_post(UP, up)
+    return app
+
+
+def forwarder_app(upstream: str) -> web.Application:
+    """The baseline: what any aiohttp reverse proxy has to do, and nothing more."""
+    session: aiohttp.ClientSession | None = None
+
+    async def start(app: web.Application) -> AsyncIterator[None]:
+        nonlocal session
+        session = aiohttp.ClientSession(
+            auto_decompress=False, connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None))
+        yield
+        await session.close()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        assert session is not None
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "transfer-encoding", "connection")}
+        data = request.content if request.body_exists else None
+        async with session.request(request.method, upstream + request.raw_path, headers=headers,
+                                   data=data, allow_redirects=False) as up:
+            response = web.StreamResponse(status=up.status)
+            for name in ("Content-Type", "Content-Length"):
+                if name in up.headers:
+                    response.headers[name] = up.headers[name]
+            await response.prepare(request)
+            async for chunk in up.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    app = web.Application(client_max_size=0)
+    app.cleanup_ctx.append(start)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+def serve_role(role: str, upstream: str) -> None:
+    """Child process: serve the upstream or the forwarder, print the port, run forever."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+    async def main() -> None:
+        app = upstream_app() if role == "upstream" else forwarder_app(upstream)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
+        print(runner.addresses[0][1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# --- measuring ----------------------------------------------------------------------
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakRss:
+    """Samples a process's RSS every 20 ms while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.start, self.peak = pid, rss_mib(pid), 0.0
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mib(self.pid))
+            await asyncio.sleep(0.02)
+
+    async def __aenter__(self) -> PeakRss:
+        self.start = self.peak = rss_mib(self.pid)
+        self.task = asyncio.ensure_future(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.task.cancel()
+        self.peak = max(self.peak, rss_mib(self.pid))
+
+
+def ensure_wrk() -> str | None:
+    if shutil.which("wrk"):
+        return shutil.which("wrk")
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True,
+                       check=False)
+    return shutil.which("wrk")
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+async def wrk(url: str, auth: str, connections: int, seconds: float) -> dict[str, float]:
+    proc = await asyncio.create_subprocess_exec(
+        "wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+        "--latency", "-H", f"Authorization: {auth}", url, stdout=asyncio.subprocess.PIPE)
+    out = (await proc.communicate())[0].decode()
+    if "Requests/sec" not in out:
+        raise SystemExit(f"wrk failed against {url}:\n{out}")
+    got = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])}  # type: ignore[index]
+    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        got[key] = _ms(re.search(rf"\s{pct}%\s+(\S+)", out)[1])  # type: ignore[index]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    got["errors"] = float(errors[1]) if errors else 0.0
+    return got
+
+
+async def py_load(url: str, auth: str, connections: int, seconds: float) -> dict[str, float]:
+    """Fallback load generator: `connections` loops of back-to-back requests."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        async def loop() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                async with s.get(url, headers={"Authorization": auth}) as r:
+                    await r.read()
+                    errors += r.status != 200
+                latencies.append(time.perf_counter() - t)
+        await asyncio.gather(*(loop() for _ in range(connections)))
+    latencies.sort()
+    return {"rps": len(latencies) / seconds, "errors": float(errors),
+            "p50_ms": latencies[len(latencies) // 2] * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000}
+
+
+async def download(url: str, auth: str, pid: int) -> dict[str, float]:
+    got = 0
+    async with aiohttp.ClientSession(auto_decompress=False) as s, PeakRss(pid) as rss:
+        t = time.perf_counter()
+        async with s.get(url, headers={"Authorization": auth}) as r:
+            assert r.status == 200, r.status
+            async for chunk in r.content.iter_any():
+                got += len(chunk)
+        seconds = time.perf_counter() - t
+    return {"MB_s": got / seconds / 1e6, "seconds": seconds, "bytes": got,
+            "rss_growth_mib": rss.peak - rss.start}
+
+
+async def upload(url: str, auth: str, pid: int, n: int) -> dict[str, float]:
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(n // MIB):
+            yield BLOCK
+
+    async with aiohttp.ClientSession() as s, PeakRss(pid) as rss:
+        t = time.perf_counter()
+        async with s.post(url, data=body(), headers={"Authorization": auth}) as r:
+            assert r.status == 200, (r.status, await r.text())
+            received = (await r.json())["received"]
+        seconds = time.perf_counter() - t
+    assert received == n, received
+    return {"MB_s": n / seconds / 1e6, "seconds": seconds, "bytes": n,
+            "rss_growth_mib": rss.peak - rss.start}
+
+
+async def concurrent(url: str, auth: str, pid: int, n: int) -> dict[str, float]:
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as s, \
+            PeakRss(pid) as rss:
+        async def one() -> None:
+            nonlocal errors
+            try:
+                async with s.get(url, headers={"Authorization": auth}) as r:
+                    await r.read()
+                    errors += r.status != 200
+            except aiohttp.ClientError:
+                errors += 1
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        seconds = time.perf_counter() - t
+    return {"errors": float(errors), "seconds": seconds, "rss_peak_mib": rss.peak}
+
+
+# --- orchestration ------------------------------------------------------------------
+
+async def spawn_role(role: str, upstream: str = "") -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--role", role, "--upstream", upstream,
+        stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    port = int(await asyncio.wait_for(proc.stdout.readline(), 30))
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while line := await stream.readline():
+        if os.environ.get("BENCH_VERBOSE"):
+            sys.stderr.write("gateway: " + line.decode())
+
+
+async def spawn_gateway(tmp: Path, upstream: str) -> tuple[asyncio.subprocess.Process, str, str]:
+    key = "azgw_bench_" + secrets.token_urlsafe(24)
+    (tmp / "clients.yaml").write_text(json.dumps({"clients": [{
+        "name": "bench", "credential": "server",
+        "scopes": ["vso.project", "vso.code_write"],
+        "api_keys": [{"id": "b1", "sha256": hashlib.sha256(key.encode()).hexdigest()}]}]}))
+    (tmp / "gateway.yaml").write_text(json.dumps({
+        "listen": {"host": "127.0.0.1", "port": 0, "public_url": "http://127.0.0.1:8080"},
+        "admin": {"host": "127.0.0.1", "port": 0},
+        "upstream": {"hosts": {"main": upstream}},
+        "credentials": {"server": {"type": "pat", "pat": "bench-upstream-pat"}},
+        "policies": ["clients.yaml"], "audit": {"file": str(tmp / "audit.jsonl")},
+    }))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "run", "-c", str(tmp / "gateway.yaml"),
+        "--workers", "1", cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    while line := (await asyncio.wait_for(proc.stderr.readline(), 60)).decode():
+        if "serving on" in line:
+            url = line.split("serving on ")[1].split()[0]
+            asyncio.ensure_future(_drain(proc.stderr))  # keep the pipe drained
+            return proc, url, aiohttp.encode_basic_auth("", key)
+    raise SystemExit("the gateway did not start")
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    load = wrk if ensure_wrk() else py_load
+    procs: list[asyncio.subprocess.Process] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            up, upstream = await spawn_role("upstream")
+            fwd, forwarder = await spawn_role("forwarder", upstream)
+            gw, gateway, auth = await spawn_gateway(Path(tmp), upstream)
+            procs += [up, fwd, gw]
+            targets = {"gateway": (gateway, gw.pid), "forwarder": (forwarder, fwd.pid)}
+            results: dict[str, Any] = {"load_generator": load.__name__, "cpus": os.cpu_count()}
+            for url, _ in targets.values():  # warm up: connections, caches
+                await load(url + SMALL, auth, 8, 1)
+            for test, connections in (("latency", 1), ("throughput", 64)):
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+                for _ in range(args.rounds):
+                    for name, (url, _) in targets.items():
+                        runs[name].append(await load(url + SMALL, auth, connections,
+                                                     args.duration))
+                results[test] = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                                 for name, rs in runs.items()}
+            n = args.big_mib * MIB
+            for test in ("download", "upload"):
+                results[test] = {}
+                for name, (url, pid) in targets.items():
+                    if test == "download":
+                        results[test][name] = await download(url + DOWN.format(n=n), auth, pid)
+                    else:
+                        results[test][name] = await upload(url + UP, auth, pid, n)
+            results["slow_concurrent"] = {
+                name: await concurrent(url + SLOW, auth, pid, args.concurrent)
+                for name, (url, pid) in targets.items()}
+            return results
+        finally:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+                await proc.wait()
+
+
+def report(r: dict[str, Any], args: argparse.Namespace) -> str:
+    g, f = "gateway", "forwarder"
+    lat, thr = r["latency"], r["throughput"]
+    lines = [
+        f"load generator: {r['load_generator']}, {r['cpus']} CPUs, "
+        f"{args.rounds} rounds of {args.duration}s, medians",
+        "",
+        "                          gateway   forwarder   gateway/forwarder",
+        f"latency p50 (1 conn)    {lat[g]['p50_ms']:7.3f} ms {lat[f]['p50_ms']:7.3f} ms"
+        f"   +{lat[g]['p50_ms'] - lat[f]['p50_ms']:.3f} ms added",
+        f"latency p99 (1 conn)    {lat[g]['p99_ms']:7.3f} ms {lat[f]['p99_ms']:7.3f} ms"
+        f"   {ratio(lat[g]['p99_ms'], lat[f]['p99_ms'])}",
+        f"requests/s (64 conns)   {thr[g]['rps']:10.0f} {thr[f]['rps']:11.0f}"
+        f"   {ratio(thr[g]['rps'], thr[f]['rps'])}",
+        f"p50 / p99 (64 conns)    {thr[g]['p50_ms']:.2f}/{thr[g]['p99_ms']:.2f} ms"
+        f"  {thr[f]['p50_ms']:.2f}/{thr[f]['p99_ms']:.2f} ms",
+    ]
+    for test in ("download", "upload"):
+        d = r[test]
+        lines.append(
+            f"{args.big_mib} MiB {test:<8}       {d[g]['MB_s']:7.0f} MB/s {d[f]['MB_s']:6.0f} MB/s"
+            f"   {ratio(d[g]['MB_s'], d[f]['MB_s'])}   RSS growth {d[g]['rss_growth_mib']:.1f}"
+            f" / {d[f]['rss_growth_mib']:.1f} MiB")
+    s = r["slow_concurrent"]
+    lines.append(
+        f"{args.concurrent} slow requests      errors {s[g]['errors']:.0f} / {s[f]['errors']:.0f}"
+        f", peak RSS {s[g]['rss_peak_mib']:.0f} / {s[f]['rss_peak_mib']:.0f} MiB,"
+        f" done in {s[g]['seconds']:.2f} / {s[f]['seconds']:.2f} s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=5, help="seconds per load run (5)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per test (3)")
+    p.add_argument("--big-mib", type=int, default=1024, help="streamed body size (1024)")
+    p.add_argument("--concurrent", type=int, default=2000, help="slow requests at once (2000)")
+    p.add_argument("--json", help="also write the raw figures to this file")
+    p.add_argument("--role", help=argparse.SUPPRESS)
+    p.add_argument("--upstream", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.role:
+        serve_role(args.role, args.upstream)
+        return
+    results = asyncio.run(bench(args))
+    print(report(results, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

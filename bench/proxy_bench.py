@@ -337,7 +337,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             gw, gateway, auth = await spawn_gateway(Path(tmp), upstream)
             procs += [up, fwd, gw]
             targets = {"gateway": (gateway, gw.pid), "forwarder": (forwarder, fwd.pid)}
-            results: dict[str, Any] = {"load_generator": load.__name__, "cpus": os.cpu_count()}
+            results: dict[str, Any] = {"load_generator": load.__name__, "cpus": os.cpu_count(),
+                                       "loadavg_before": os.getloadavg()[0]}
             for url, _ in targets.values():  # warm up: connections, caches
                 await load(url + SMALL, auth, 8, 1)
             for test, connections in (("latency", 1), ("throughput", 64)):
@@ -359,6 +360,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             results["slow_concurrent"] = {
                 name: await concurrent(url + SLOW, auth, pid, args.concurrent)
                 for name, (url, pid) in targets.items()}
+            results["loadavg_after"] = os.getloadavg()[0]
             return results
         finally:
             for proc in procs:
@@ -372,7 +374,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     lat, thr = r["latency"], r["throughput"]
     lines = [
         f"load generator: {r['load_generator']}, {r['cpus']} CPUs, "
-        f"{args.rounds} rounds of {args.duration}s, medians",
+        f"{args.rounds} rounds of {args.duration}s, medians; 1-min load average "
+        f"{r['loadavg_before']:.1f} before, {r['loadavg_after']:.1f} after",
         "",
         "                          gateway   forwarder   gateway/forwarder",
         f"latency p50 (1 conn)    {lat[g]['p50_ms']:7.3f} ms {lat[f]['p50_ms']:7.3f} ms"

@@ -105,6 +105,8 @@ class Reloader:
                 len(config.clients),
                 len(config.routes),
             )
+            for warning in config.warnings:
+                log.warning("configuration: %s", warning)
             return True
 
     def _refuse(self, why: str, reason: str) -> bool:

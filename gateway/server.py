@@ -177,6 +177,8 @@ def serve(config_path: str, *, workers: int | None = 1) -> int:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        log.warning("configuration: %s", warning)
     if workers is None:
         workers = default_workers()
     if workers < 1:

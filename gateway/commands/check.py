@@ -100,8 +100,15 @@ def summary(config: object, catalog_size: int, out: TextIO) -> None:
         ]
         header = ("client", "auth", "credential", "scopes")
         for row in (header, *rows):
-            line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
-            print(f"{line}  {row[3]}", file=out)
+            line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  "
+            rest = textwrap.fill(
+                row[3],
+                width=max(100, len(line) + 30),
+                initial_indent=line,
+                subsequent_indent=" " * len(line),
+                break_on_hyphens=False,
+            )
+            print(rest, file=out)
     if config.routes:
         print(file=out)
         parts = []

@@ -10,7 +10,9 @@ ClientSession, bodies streamed with iter_any, nothing else). Then, alternating
 between the two proxies so both see the same machine state:
 
 - latency: one connection, back-to-back small JSON requests: p50, p99
-- throughput: 64 connections of small JSON requests: requests/s, p50, p99
+- throughput: 64 connections of small JSON requests: requests/s, p50, p99, and
+  the CPU time the proxy process spends per request (steadier than requests/s
+  on a machine that is busy with other work)
 - a streamed download and a streamed upload (1 GiB by default): MB/s and peak
   RSS growth of the proxy process
 - N concurrent requests (2,000 by default) held open 1 s by the upstream:
@@ -176,6 +178,12 @@ class PeakRss:
     async def __aexit__(self, *exc: object) -> None:
         self.task.cancel()
         self.peak = max(self.peak, rss_mib(self.pid))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ensure_wrk() -> str | None:
@@ -344,9 +352,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for test, connections in (("latency", 1), ("throughput", 64)):
                 runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
                 for _ in range(args.rounds):
-                    for name, (url, _) in targets.items():
-                        runs[name].append(await load(url + SMALL, auth, connections,
-                                                     args.duration))
+                    for name, (url, pid) in targets.items():
+                        before = cpu_seconds(pid)
+                        run = await load(url + SMALL, auth, connections, args.duration)
+                        spent = cpu_seconds(pid) - before
+                        run["cpu_ms_per_request"] = spent * 1000 / (run["rps"] * args.duration)
+                        runs[name].append(run)
                 results[test] = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                                  for name, rs in runs.items()}
             n = args.big_mib * MIB
@@ -386,6 +397,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"   {ratio(thr[g]['rps'], thr[f]['rps'])}",
         f"p50 / p99 (64 conns)    {thr[g]['p50_ms']:.2f}/{thr[g]['p99_ms']:.2f} ms"
         f"  {thr[f]['p50_ms']:.2f}/{thr[f]['p99_ms']:.2f} ms",
+        f"CPU per request         {thr[g]['cpu_ms_per_request']:7.3f} ms"
+        f" {thr[f]['cpu_ms_per_request']:7.3f} ms"
+        f"   {ratio(thr[g]['cpu_ms_per_request'], thr[f]['cpu_ms_per_request'])}",
     ]
     for test in ("download", "upload"):
         d = r[test]

@@ -15,6 +15,8 @@ appended to it.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib
 import re
 import time
@@ -182,7 +184,11 @@ class Forwarder:
             headers = rewriter.rewrite_headers(headers, host=ctx.host, public_url=public_url)
             if body is not None:
                 encoding = up.headers.get("Content-Encoding", "")
-                body = rewriter.rewrite_body(body, public_url=public_url, content_encoding=encoding)
+                rewrite = functools.partial(
+                    rewriter.rewrite_body, body, public_url=public_url, content_encoding=encoding
+                )
+                # A big body takes a while to parse: do it off the event loop.
+                body = await asyncio.to_thread(rewrite) if len(body) > 1 << 20 else rewrite()
         response = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
         if body is not None:
             response.content_length = len(body)

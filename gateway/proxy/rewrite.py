@@ -55,6 +55,14 @@ _LEGACY = re.compile(r"^([a-z0-9][a-z0-9-]{0,62})(?:\.([a-z]+))?\.visualstudio\.
 # Services whose legacy `{org}.{service}.visualstudio.com` host is an organization host. (vssps is
 # not among them: `*.vssps.visualstudio.com` also names deployment-level hosts such as `app`.)
 _LEGACY_SERVICES = frozenset({"vsrm", "feeds", "pkgs", "vsaex", "vstmr", "almsearch", "extmgmt"})
+# scheme://[user@]host[:port]path[?query][#fragment], parsed once per candidate string.
+_ABSOLUTE = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:(?P<user>[^/?#@]*)@)?"
+    r"(?P<host>\[[^\]/?#]*\]|[^/?#:@\[\]]*)(?::(?P<port>[^/?#]*))?"
+    r"(?P<path>[^?#]*)(?P<tail>[?#].*)?",
+    re.S,
+)
+_DEFAULT_COLLECTION = re.compile(r"^/defaultcollection(?=/|$)", re.I)
 _BROWSER_KEYS = frozenset({"weburl"})  # keys whose URLs open in a browser: keep the real site
 _BROWSER_LINKS = frozenset({"web", "html"})  # _links relations for browsers
 # Keys (besides `*url`) whose string values are URLs: links, the location service, and the
@@ -117,10 +125,14 @@ class Rewriter:
         self._bases = tuple(sorted(bases, key=lambda b: len(b.path), reverse=True))
         self._legacy = legacy
         self._by_name = {b.name: b for b in bases}
+        by_origin: dict[tuple[str, str, int], list[_Base]] = {}
+        for base in self._bases:
+            by_origin.setdefault(base.origin, []).append(base)
+        self._by_origin = {k: tuple(v) for k, v in by_origin.items()}
         needles = {b.origin[1] for b in bases}
         if legacy:
             needles.add("visualstudio.com")
-        self._needles = tuple(n.encode() for n in needles)
+        self._needles = tuple(n.encode() for n in sorted(needles))
 
     # --- public URL ---------------------------------------------------------
 
@@ -149,48 +161,39 @@ class Rewriter:
 
     def map_url(self, url: str, public_url: str | None = None) -> str | None:
         """The gateway URL for an absolute Azure DevOps URL, or None if it is not one."""
-        if not url[:8].lower().startswith(("http://", "https://")):
-            return None
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            return None
-        origin = _origin(parts)
-        if origin is None:
-            return None
-        public = (public_url or self.public_url_for()).rstrip("/")
-        path = parts.path
-        for base in self._bases:
-            if base.origin != origin:
-                continue
-            if base.path and not (path == base.path or path.startswith(base.path + "/")):
-                continue
-            return self._join(public, base.prefix, path[len(base.path) :], parts)
-        m = _LEGACY.match(origin[1]) if origin[0] == "https" else None
+        m = _ABSOLUTE.fullmatch(url)
         if m is None:
             return None
-        org, service = m.group(1), m.group(2)
+        scheme = m["scheme"].lower()
+        default = _DEFAULT_PORTS.get(scheme)
+        port_text = m["port"]
+        if default is None or (port_text and not port_text.isdigit()):
+            return None
+        host = m["host"].lower().strip("[]")
+        if not host:
+            return None
+        origin = (scheme, host, int(port_text) if port_text else default)
+        path, tail = m["path"], m["tail"] or ""
+        public = (public_url or self.public_url_for()).rstrip("/")
+        if m["user"] is not None:  # keep `fabrikam@` of git remote URLs
+            public_scheme, _, rest = public.partition("://")
+            public = f"{public_scheme}://{m['user']}@{rest}"
+        for base in self._by_origin.get(origin, ()):
+            if base.path and not (path == base.path or path.startswith(base.path + "/")):
+                continue
+            return public + base.prefix + path[len(base.path) :] + tail
+        legacy = _LEGACY.match(host) if scheme == "https" else None
+        if legacy is None:
+            return None
+        org, service = legacy.group(1), legacy.group(2)
         if service is not None and service not in _LEGACY_SERVICES:
             return None
         base_for = self._legacy.get(service)
         if base_for is None:
             return None
         # https://fabrikam.visualstudio.com/DefaultCollection/_apis -> /fabrikam/_apis
-        rest = re.sub(r"^/defaultcollection(?=/|$)", "", path, flags=re.I)
-        return self._join(public, base_for.prefix, f"/{org}{rest}", parts)
-
-    @staticmethod
-    def _join(public: str, prefix: str, path: str, parts: SplitResult) -> str:
-        if parts.username is not None:  # keep `fabrikam@` of git remote URLs
-            scheme, _, rest = public.partition("://")
-            userinfo = parts.netloc.rpartition("@")[0]
-            public = f"{scheme}://{userinfo}@{rest}"
-        out = public + prefix + path
-        if parts.query:
-            out += "?" + parts.query
-        if parts.fragment:
-            out += "#" + parts.fragment
-        return out
+        rest = _DEFAULT_COLLECTION.sub("", path)
+        return f"{public}{base_for.prefix}/{org}{rest}{tail}"
 
     # --- headers --------------------------------------------------------------
 
@@ -283,35 +286,62 @@ class Rewriter:
         return _encode(out, encoding)
 
     def _walk(self, node: Any, public: str, changed: list[bool], *, in_links: bool) -> Any:
+        """Rewrite URLs in `node` (fresh from json.loads, so it is changed in place)."""
         if isinstance(node, list):
-            return [self._walk(v, public, changed, in_links=False) for v in node]
-        if not isinstance(node, dict):
+            for value in node:
+                if isinstance(value, dict | list):
+                    self._walk(value, public, changed, in_links=False)
             return node
-        out: dict[str, Any] = {}
         for key, value in node.items():
-            lk = key.lower()
-            if in_links and lk in _BROWSER_LINKS:
-                out[key] = value
-            elif isinstance(value, str | list) and _is_url_key(lk):
-                out[key] = self._urls(value, public, changed)
-            else:
-                out[key] = self._walk(value, public, changed, in_links=lk == "_links")
+            kind = _key_kind(key)
+            if isinstance(value, str):
+                if kind == _URL:
+                    mapped = self.map_url(value, public)
+                    if mapped is not None:
+                        node[key] = mapped
+                        changed[0] = True
+            elif isinstance(value, dict):
+                if not (in_links and kind == _BROWSER_LINK):
+                    self._walk(value, public, changed, in_links=kind == _LINKS)
+            elif isinstance(value, list) and value:
+                if kind == _URL:
+                    node[key] = self._urls(value, public, changed)
+                else:
+                    self._walk(value, public, changed, in_links=False)
+        return node
+
+    def _urls(self, values: list[Any], public: str, changed: list[bool]) -> list[Any]:
+        out = []
+        for value in values:
+            mapped = self.map_url(value, public) if isinstance(value, str) else None
+            if mapped is not None:
+                changed[0] = True
+            out.append(value if mapped is None else mapped)
         return out
 
-    def _urls(self, value: str | list[Any], public: str, changed: list[bool]) -> Any:
-        if isinstance(value, list):
-            return [self._urls(v, public, changed) if isinstance(v, str) else v for v in value]
-        mapped = self.map_url(value, public)
-        if mapped is None:
-            return value
-        changed[0] = True
-        return mapped
+
+_OTHER, _URL, _LINKS, _BROWSER_LINK = range(4)
+_KINDS: dict[str, int] = {}
 
 
-def _is_url_key(lk: str) -> bool:
-    if lk in _BROWSER_KEYS:
-        return False
-    return lk.endswith("url") or lk in _URL_KEYS
+def _key_kind(key: str) -> int:
+    """What a JSON key says about its value (cached: the same keys recur in every item)."""
+    kind = _KINDS.get(key)
+    if kind is None:
+        lk = key.lower()
+        if lk in _BROWSER_KEYS:
+            kind = _OTHER
+        elif lk.endswith("url") or lk in _URL_KEYS:
+            kind = _URL
+        elif lk == "_links":
+            kind = _LINKS
+        elif lk in _BROWSER_LINKS:
+            kind = _BROWSER_LINK
+        else:
+            kind = _OTHER
+        if len(_KINDS) < 4096:  # keys come from upstream data: keep the cache bounded
+            _KINDS[key] = kind
+    return kind
 
 
 def _decode(body: bytes, encoding: str, limit: int) -> bytes:

@@ -184,3 +184,26 @@ async def test_azure_devops_errors_pass_unchanged_and_gateway_errors_say_so(
     status, body = ours
     assert status == 403 and body["source"] == "azdo-gateway" and body["reason"] == "missing_scope"
     assert body["message"].startswith("azdo-gateway: ")
+
+
+async def test_a_large_json_page_is_rewritten(azdo: ScriptedAzdo, make_gateway: Any) -> None:
+    main = azdo.hosts["main"]
+    items = [
+        {"id": i, "url": f"{main}/fabrikam/_apis/wit/workItems/{i}", "text": "x" * 200}
+        for i in range(8000)
+    ]
+    body = json.dumps({"count": len(items), "value": items}).encode()
+    assert len(body) > 2 << 20
+    azdo.scripts[("main", "/fabrikam/Fabrikam-Fiber/_apis/git/repositories")] = lambda r: (
+        web.Response(body=body, content_type="application/json")
+    )
+    gw, auth = await _gateway(azdo, make_gateway)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(
+            gw.url + "/fabrikam/Fabrikam-Fiber/_apis/git/repositories", headers=auth
+        ) as r:
+            raw = await r.read()
+            assert r.headers["Content-Length"] == str(len(raw))
+    value = json.loads(raw)["value"]
+    assert len(value) == 8000
+    assert value[-1]["url"] == f"{gw.url}/fabrikam/_apis/wit/workItems/7999"

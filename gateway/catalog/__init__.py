@@ -167,7 +167,9 @@ class Catalog:
             if op.query and not _query_selects(op.query, query):
                 continue
             params = dict(zip(names, captures, strict=False))
-            project = next((params[p] for p in PROJECT_PARAMS if p in params), None)
+            project = (
+                params.get("project") or params.get("projectId") or params.get("scopeIdentifier")
+            )
             return Match(op, params, params.get("organization"), project)
         return None
 

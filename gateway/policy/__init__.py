@@ -78,6 +78,16 @@ class Policy:
         self.routes: tuple[CompiledRoute, ...] = compile_routes(config.routes)[0]
         self.clients = {c.name: client_rules(c, catalog) for c in config.clients}
         self._by_key: dict[tuple[str, str], tuple[CompiledRoute, ...]] = {}
+        self._allow_cache: dict[tuple[str, ...], Decision] = {}
+
+    def _allowed(self, required: tuple[str, ...]) -> Decision:
+        """The (immutable, shared) allow decision for an operation's scopes."""
+        found = self._allow_cache.get(required)
+        if found is None:
+            found = Decision(True, None, required)
+            if len(self._allow_cache) < 4096:  # one per distinct scope tuple of the catalog
+                self._allow_cache[required] = found
+        return found
 
     def _routes_for(self, host: str, method: str) -> tuple[CompiledRoute, ...]:
         """The rules that can apply to a host and method, in file order (memoized)."""
@@ -137,7 +147,7 @@ class Policy:
                     required,
                     route.name,
                 )
-        allow = next((r for r, _ in matched if r.rule.allow), None)
+        allow = next((r for r, _ in matched if r.rule.allow), None) if matched else None
         if op is None and allow is None:
             return _deny(
                 "no_matching_operation", f"no Azure DevOps operation matches {method} {ctx.path}"
@@ -149,11 +159,12 @@ class Policy:
                 "(a route rule with allow: true can permit it)",
                 required,
             )
-        org, project = _bound(ctx, matched)
         public = op is not None and op.public
-        denial = _where(rules, org, project, public, required)
-        if denial is not None:
-            return denial
+        if rules.organizations is not None or rules.projects is not None:
+            org, project = _bound(ctx, matched)
+            denial = _where(rules, org, project, public, required)
+            if denial is not None:
+                return denial
         if op is not None and not public and not op.deny_reason:
             if not op.scopes and allow is None:
                 return _deny(
@@ -161,13 +172,15 @@ class Policy:
                     f"{op.id}: the Azure DevOps specification states "
                     "no scope for it; only a route rule with allow: true can permit it",
                 )
-            if op.scopes and not any(s in rules.held for s in op.scopes):
+            if op.scopes and rules.held.isdisjoint(op.scopes):
                 granted = ", ".join(rules.client.scopes) or "none"
                 return _deny(
                     "missing_scope",
                     f"{op.id} needs {' or '.join(op.scopes)}; client {name!r} is granted {granted}",
                     required,
                 )
+        if not matched:
+            return self._allowed(required)
         extra: list[str] = []
         for route, _ in matched:
             for scope in route.rule.scopes:

@@ -7,7 +7,6 @@ printed lines and what is checked cannot drift apart.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.demo.git_http import GitError, run_git
+from gateway.demo.git_http import GitError, run_git_async
 
 API = "api-version=7.1"
 PROJECT = "fabrikam/Fabrikam-Fiber"
@@ -154,9 +153,7 @@ async def check(examples: list[Example], gw: str, bot_key: str, *, git: bool) ->
         with tempfile.TemporaryDirectory(prefix="azdo-gateway-demo-clone-") as tmp:
             argv = shlex.split(git_clone_line(gw, bot_key))[1:]
             try:
-                await asyncio.to_thread(
-                    run_git, *argv[:-1], "--quiet", argv[-1], str(Path(tmp) / "clone")
-                )
+                await run_git_async(*argv[:-1], "--quiet", argv[-1], str(Path(tmp) / "clone"))
             except GitError as err:
                 failures.append(f"git clone: {str(err).replace(bot_key, '***')}")
     return failures

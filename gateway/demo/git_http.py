@@ -166,6 +166,22 @@ def run_git(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None =
     return done.stdout
 
 
+async def run_git_async(*args: str, cwd: Path | None = None) -> str:
+    """`run_git` for code running on an event loop (which must keep serving meanwhile)."""
+    proc = await asyncio.create_subprocess_exec(
+        git_executable(),
+        *args,
+        cwd=cwd,
+        env=_git_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise GitError(f"git {args[0]} failed ({proc.returncode}): {err.decode().strip()}")
+    return out.decode()
+
+
 class GitError(RuntimeError):
     """A git command failed; the message carries its standard error."""
 

@@ -270,3 +270,17 @@ async def test_reload_adds_and_revokes_keys_and_keeps_the_slowdown(make_fake_azd
     assert audit_lines(gw)[-1]["subject"] == "ci-added"
     status, _, body = await call(gw, {"Authorization": basic("", added)}, local="127.0.0.2")
     assert status == 429  # the reload did not forgive the guessing source
+
+
+async def test_refusals_are_counted_by_reason_and_secrets_stay_out_of_metrics(
+    make_fake_azdo, make_gateway
+):
+    _, gw, keys = await start(make_fake_azdo, make_gateway)
+    pat = legacy_pat()
+    for header in (basic("", pat), basic("", keys["expired"]), "Basic %%%", f"Bearer {new_key()}"):
+        assert (await call(gw, {"Authorization": header}))[0] == 401
+    async with aiohttp.ClientSession() as s, s.get(gw.admin_url + "/metrics") as r:
+        text = await r.text()
+    for reason in ("pat_not_accepted", "key_expired", "malformed_authorization", "unknown_key"):
+        assert f'reason="{reason}"' in text, reason
+    assert pat not in text and keys["expired"] not in text

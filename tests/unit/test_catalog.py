@@ -423,6 +423,13 @@ def test_trailing_slash_head_and_unknowns(catalog: Catalog) -> None:
         ("POST", "/o/p/_git/r/info/lfs/objects/batch", "", "git.Lfs_Batch", ("vso.code",)),
         ("PUT", "/o/p/_git/r/info/lfs/objects/abc123", "", "git.Lfs_Upload", ("vso.code_write",)),
         ("GET", "/o/p/_git/r/info/lfs/objects/abc123", "", "git.Lfs_Download", ("vso.code",)),
+        (
+            "PUT",
+            "/o/_git/r/info/lfs/objects/abc123",
+            "",
+            "git.Lfs_UploadNoProject",
+            ("vso.code_write",),
+        ),
     ],
 )
 def test_git_smart_http_and_lfs(

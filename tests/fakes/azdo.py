@@ -4,7 +4,7 @@ Every request is recorded (method, raw path, query, headers, SHA-256 and length
 of the body) before it is answered. Special paths, all under `/_fake/`, inject
 behaviour; anything else is echoed as JSON, except git smart HTTP paths
 (`/{org}/{project}/_git/{repo}/...`), which a real `git http-backend` serves
-from bare repositories made with `fake.add_repo()`.
+(through the demo's bridge) from bare repositories made with `fake.add_repo()`.
 
     /_fake/bytes/{n}[?chunked=1]   n deterministic bytes, streamed (Content-Length unless chunked)
     /_fake/status/{code}           that status with a JSON body and Azure DevOps' throttling headers
@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import json
 import re
+import shutil
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,26 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gitcgi import make_repo, serve_git
+from gateway.demo.git_http import GitHttp, run_git
 
 GIT_PATH = re.compile(r"^/[^/]+/(?:[^/]+/)?_git/([^/]+)(/.*)$")
 PATTERN = bytes(range(256)) * 256  # 64 KiB of a recognisable pattern
+AUTHOR = {"GIT_AUTHOR_NAME": "Fabrikam", "GIT_AUTHOR_EMAIL": "dev@fabrikam.example",
+          "GIT_COMMITTER_NAME": "Fabrikam", "GIT_COMMITTER_EMAIL": "dev@fabrikam.example"}
+
+
+def make_repo(root: Path, name: str, files: dict[str, str]) -> Path:
+    """A bare repository `root/name.git` with one commit ("initial") holding `files`."""
+    work, bare = root / f"{name}.work", root / f"{name}.git"
+    run_git("init", "-q", "-b", "main", str(work))
+    for rel, text in files.items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(text)
+    run_git("add", "-A", cwd=work, env=AUTHOR)
+    run_git("commit", "-q", "-m", "initial", cwd=work, env=AUTHOR)
+    run_git("clone", "-q", "--bare", str(work), str(bare))
+    shutil.rmtree(work)
+    return bare
 
 
 def pattern_bytes(n: int) -> bytes:
@@ -133,7 +150,8 @@ async def start_fake_azdo(
         git = GIT_PATH.match(path)
         if git and fake.repos is not None:
             await _record(fake, request, body=False)
-            return await serve_git(request, fake.repos, f"/{git[1]}.git{git[2]}")
+            return await GitHttp(fake.repos).serve(request, fake.repos / f"{git[1]}.git",
+                                                   git[2].lstrip("/"))
         try:
             return await _special(fake, request, path)
         except asyncio.CancelledError:

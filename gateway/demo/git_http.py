@@ -105,10 +105,14 @@ class GitHttp:
                 await response.write(chunk)
             await response.write_eof()
             return response
-        finally:
+        except BaseException:
+            # Only when something went wrong (the client went away): killing a process
+            # that already ended would reap it behind the event loop's child watcher.
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+            raise
+        finally:
             await proc.wait()
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):

@@ -170,5 +170,5 @@ async def test_demo_check_runs_its_examples(tmp_path: Path) -> None:
     )
     assert rc == 0, out
     assert out.rstrip().endswith("demo check: ok")
-    assert "Traceback" not in out
+    assert "Traceback" not in out and "Unknown child process" not in out
     assert READY not in out

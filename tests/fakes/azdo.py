@@ -186,7 +186,7 @@ async def _special(fake: FakeAzdo, request: web.Request, path: str) -> web.Strea
                      "X-RateLimit-Resource": "core", "X-RateLimit-Delay": "1.5"})
     if path == "/_fake/headers":
         await _record(fake, request)
-        response = web.json_response({"value": []}, headers={
+        return web.json_response({"value": []}, headers={
             "ActivityId": "5e2a1c7e-0000-4000-8000-000000000001",
             "X-TFS-Session": "5e2a1c7e-0000-4000-8000-000000000002",
             "X-VSS-E2EID": "5e2a1c7e-0000-4000-8000-000000000003",
@@ -197,7 +197,6 @@ async def _special(fake: FakeAzdo, request: web.Request, path: str) -> web.Strea
             "Alt-Svc": 'h3=":443"', "Connection": "X-Private", "X-Private": "secret-hop",
             "Keep-Alive": "timeout=5", "Proxy-Authenticate": "Basic", "X-Request-ID": "upstream-id",
         })
-        return response
     if path == "/_fake/hold" or path in fake.hold_paths:
         await _record(fake, request)
         fake.holding += 1

@@ -209,3 +209,20 @@ async def test_run_reports_a_bad_config_and_exits_1(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "listen.port" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+async def test_oversized_request_line_and_headers_are_400(make_fake_azdo: Any,
+                                                          make_gateway: Any) -> None:
+    proxy = await start_proxy(make_fake_azdo, make_gateway,
+                              limits={"max_url_length": 2000, "max_header_bytes": 1000})
+    async with aiohttp.ClientSession() as s:
+        async with s.get(proxy.url + "/fabrikam/_apis/projects?q=" + "a" * 3000,
+                         headers=proxy.auth) as r:
+            assert r.status == 400
+        async with s.get(proxy.url + "/fabrikam/_apis/projects",
+                         headers={**proxy.auth, "X-Big": "b" * 2000}) as r:
+            assert r.status == 400
+        async with s.get(proxy.url + "/fabrikam/_apis/projects?q=" + "a" * 1500,
+                         headers={**proxy.auth, "X-Big": "b" * 900}) as r:
+            assert r.status == 200
+    assert len(proxy.fake.seen) == 1

@@ -56,14 +56,31 @@ DOWN = "/fabrikam/Fiber/_apis/git/repositories/fiber/items?path=/big.bin&size={n
 UP = "/fabrikam/Fiber/_git/fiber/git-receive-pack"
 MIB = 1024 * 1024
 BLOCK = os.urandom(MIB)
-PROJECTS = json.dumps({"count": 2, "value": [
-    {"id": "eb6e4656-77fc-42a1-9181-4c6d8e9da5d1", "name": "Fabrikam-Fiber", "state":
-     "wellFormed", "revision": 411, "visibility": "private"},
-    {"id": "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c", "name": "Fabrikam-Web", "state":
-     "wellFormed", "revision": 12, "visibility": "private"}]}).encode()
+PROJECTS = json.dumps(
+    {
+        "count": 2,
+        "value": [
+            {
+                "id": "eb6e4656-77fc-42a1-9181-4c6d8e9da5d1",
+                "name": "Fabrikam-Fiber",
+                "state": "wellFormed",
+                "revision": 411,
+                "visibility": "private",
+            },
+            {
+                "id": "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c",
+                "name": "Fabrikam-Web",
+                "state": "wellFormed",
+                "revision": 12,
+                "visibility": "private",
+            },
+        ],
+    }
+).encode()
 
 
 # --- the processes under test -------------------------------------------------------
+
 
 def upstream_app() -> web.Application:
     async def small(request: web.Request) -> web.Response:
@@ -104,18 +121,28 @@ def forwarder_app(upstream: str) -> web.Application:
     async def start(app: web.Application) -> AsyncIterator[None]:
         nonlocal session
         session = aiohttp.ClientSession(
-            auto_decompress=False, connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None))
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
         yield
         await session.close()
 
     async def forward(request: web.Request) -> web.StreamResponse:
         assert session is not None
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in ("host", "transfer-encoding", "connection")}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "transfer-encoding", "connection")
+        }
         data = request.content if request.body_exists else None
-        async with session.request(request.method, upstream + request.raw_path, headers=headers,
-                                   data=data, allow_redirects=False) as up:
+        async with session.request(
+            request.method,
+            upstream + request.raw_path,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+        ) as up:
             response = web.StreamResponse(status=up.status)
             for name in ("Content-Type", "Content-Length"):
                 if name in up.headers:
@@ -151,6 +178,7 @@ def serve_role(role: str, upstream: str) -> None:
 
 
 # --- measuring ----------------------------------------------------------------------
+
 
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -190,8 +218,7 @@ def ensure_wrk() -> str | None:
     if shutil.which("wrk"):
         return shutil.which("wrk")
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True,
-                       check=False)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, check=False)
     return shutil.which("wrk")
 
 
@@ -202,8 +229,16 @@ def _ms(text: str) -> float:
 
 async def wrk(url: str, auth: str, connections: int, seconds: float) -> dict[str, float]:
     proc = await asyncio.create_subprocess_exec(
-        "wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-        "--latency", "-H", f"Authorization: {auth}", url, stdout=asyncio.subprocess.PIPE)
+        "wrk",
+        f"-t{min(2, connections)}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-H",
+        f"Authorization: {auth}",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+    )
     out = (await proc.communicate())[0].decode()
     if "Requests/sec" not in out:
         raise SystemExit(f"wrk failed against {url}:\n{out}")
@@ -222,6 +257,7 @@ async def py_load(url: str, auth: str, connections: int, seconds: float) -> dict
     deadline = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector) as s:
+
         async def loop() -> None:
             nonlocal errors
             while time.perf_counter() < deadline:
@@ -230,11 +266,15 @@ async def py_load(url: str, auth: str, connections: int, seconds: float) -> dict
                     await r.read()
                     errors += r.status != 200
                 latencies.append(time.perf_counter() - t)
+
         await asyncio.gather(*(loop() for _ in range(connections)))
     latencies.sort()
-    return {"rps": len(latencies) / seconds, "errors": float(errors),
-            "p50_ms": latencies[len(latencies) // 2] * 1000,
-            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000}
+    return {
+        "rps": len(latencies) / seconds,
+        "errors": float(errors),
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
 
 
 async def download(url: str, auth: str, pid: int) -> dict[str, float]:
@@ -246,8 +286,12 @@ async def download(url: str, auth: str, pid: int) -> dict[str, float]:
             async for chunk in r.content.iter_any():
                 got += len(chunk)
         seconds = time.perf_counter() - t
-    return {"MB_s": got / seconds / 1e6, "seconds": seconds, "bytes": got,
-            "rss_growth_mib": rss.peak - rss.start}
+    return {
+        "MB_s": got / seconds / 1e6,
+        "seconds": seconds,
+        "bytes": got,
+        "rss_growth_mib": rss.peak - rss.start,
+    }
 
 
 async def upload(url: str, auth: str, pid: int, n: int) -> dict[str, float]:
@@ -262,16 +306,23 @@ async def upload(url: str, auth: str, pid: int, n: int) -> dict[str, float]:
             received = (await r.json())["received"]
         seconds = time.perf_counter() - t
     assert received == n, received
-    return {"MB_s": n / seconds / 1e6, "seconds": seconds, "bytes": n,
-            "rss_growth_mib": rss.peak - rss.start}
+    return {
+        "MB_s": n / seconds / 1e6,
+        "seconds": seconds,
+        "bytes": n,
+        "rss_growth_mib": rss.peak - rss.start,
+    }
 
 
 async def concurrent(url: str, auth: str, pid: int, n: int) -> dict[str, float]:
     errors = 0
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as s, \
-            PeakRss(pid) as rss:
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as s,
+        PeakRss(pid) as rss,
+    ):
+
         async def one() -> None:
             nonlocal errors
             try:
@@ -289,10 +340,17 @@ async def concurrent(url: str, auth: str, pid: int, n: int) -> dict[str, float]:
 
 # --- orchestration ------------------------------------------------------------------
 
+
 async def spawn_role(role: str, upstream: str = "") -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--role", role, "--upstream", upstream,
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        __file__,
+        "--role",
+        role,
+        "--upstream",
+        upstream,
+        stdout=asyncio.subprocess.PIPE,
+    )
     assert proc.stdout is not None
     port = int(await asyncio.wait_for(proc.stdout.readline(), 30))
     return proc, f"http://127.0.0.1:{port}"
@@ -306,20 +364,46 @@ async def _drain(stream: asyncio.StreamReader) -> None:
 
 async def spawn_gateway(tmp: Path, upstream: str) -> tuple[asyncio.subprocess.Process, str, str]:
     key = "azgw_bench_" + secrets.token_urlsafe(24)
-    (tmp / "clients.yaml").write_text(json.dumps({"clients": [{
-        "name": "bench", "credential": "server",
-        "scopes": ["vso.project", "vso.code_write"],
-        "api_keys": [{"id": "b1", "sha256": hashlib.sha256(key.encode()).hexdigest()}]}]}))
-    (tmp / "gateway.yaml").write_text(json.dumps({
-        "listen": {"host": "127.0.0.1", "port": 0, "public_url": "http://127.0.0.1:8080"},
-        "admin": {"host": "127.0.0.1", "port": 0},
-        "upstream": {"hosts": {"main": upstream}},
-        "credentials": {"server": {"type": "pat", "pat": "bench-upstream-pat"}},
-        "policies": ["clients.yaml"], "audit": {"file": str(tmp / "audit.jsonl")},
-    }))
+    (tmp / "clients.yaml").write_text(
+        json.dumps(
+            {
+                "clients": [
+                    {
+                        "name": "bench",
+                        "credential": "server",
+                        "scopes": ["vso.project", "vso.code_write"],
+                        "api_keys": [
+                            {"id": "b1", "sha256": hashlib.sha256(key.encode()).hexdigest()}
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    (tmp / "gateway.yaml").write_text(
+        json.dumps(
+            {
+                "listen": {"host": "127.0.0.1", "port": 0, "public_url": "http://127.0.0.1:8080"},
+                "admin": {"host": "127.0.0.1", "port": 0},
+                "upstream": {"hosts": {"main": upstream}},
+                "credentials": {"server": {"type": "pat", "pat": "bench-upstream-pat"}},
+                "policies": ["clients.yaml"],
+                "audit": {"file": str(tmp / "audit.jsonl")},
+            }
+        )
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "-c", str(tmp / "gateway.yaml"),
-        "--workers", "1", cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "-c",
+        str(tmp / "gateway.yaml"),
+        "--workers",
+        "1",
+        cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert proc.stderr is not None
     while line := (await asyncio.wait_for(proc.stderr.readline(), 60)).decode():
         if "serving on" in line:
@@ -345,8 +429,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             gw, gateway, auth = await spawn_gateway(Path(tmp), upstream)
             procs += [up, fwd, gw]
             targets = {"gateway": (gateway, gw.pid), "forwarder": (forwarder, fwd.pid)}
-            results: dict[str, Any] = {"load_generator": load.__name__, "cpus": os.cpu_count(),
-                                       "loadavg_before": os.getloadavg()[0]}
+            results: dict[str, Any] = {
+                "load_generator": load.__name__,
+                "cpus": os.cpu_count(),
+                "loadavg_before": os.getloadavg()[0],
+            }
             for url, _ in targets.values():  # warm up: connections, caches
                 await load(url + SMALL, auth, 8, 1)
             for test, connections in (("latency", 1), ("throughput", 64)):
@@ -358,8 +445,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         spent = cpu_seconds(pid) - before
                         run["cpu_ms_per_request"] = spent * 1000 / (run["rps"] * args.duration)
                         runs[name].append(run)
-                results[test] = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-                                 for name, rs in runs.items()}
+                results[test] = {
+                    name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                    for name, rs in runs.items()
+                }
             n = args.big_mib * MIB
             for test in ("download", "upload"):
                 results[test] = {}
@@ -370,7 +459,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         results[test][name] = await upload(url + UP, auth, pid, n)
             results["slow_concurrent"] = {
                 name: await concurrent(url + SLOW, auth, pid, args.concurrent)
-                for name, (url, pid) in targets.items()}
+                for name, (url, pid) in targets.items()
+            }
             results["loadavg_after"] = os.getloadavg()[0]
             return results
         finally:
@@ -406,12 +496,14 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append(
             f"{args.big_mib} MiB {test:<8}       {d[g]['MB_s']:7.0f} MB/s {d[f]['MB_s']:6.0f} MB/s"
             f"   {ratio(d[g]['MB_s'], d[f]['MB_s'])}   RSS growth {d[g]['rss_growth_mib']:.1f}"
-            f" / {d[f]['rss_growth_mib']:.1f} MiB")
+            f" / {d[f]['rss_growth_mib']:.1f} MiB"
+        )
     s = r["slow_concurrent"]
     lines.append(
         f"{args.concurrent} slow requests      errors {s[g]['errors']:.0f} / {s[f]['errors']:.0f}"
         f", peak RSS {s[g]['rss_peak_mib']:.0f} / {s[f]['rss_peak_mib']:.0f} MiB,"
-        f" done in {s[g]['seconds']:.2f} / {s[f]['seconds']:.2f} s")
+        f" done in {s[g]['seconds']:.2f} / {s[f]['seconds']:.2f} s"
+    )
     return "\n".join(lines)
 
 

@@ -10,8 +10,18 @@ from tests.fakes.azdo import FakeAzdo, start_fake_azdo
 from tests.fakes.entra import make_entra  # noqa: F401 - fixture
 from tests.harness import RunningGateway, start_gateway
 
-_SCRUB = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR",
-          "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_ASKPASS", "SSH_ASKPASS")
+_SCRUB = (
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_ASKPASS",
+    "SSH_ASKPASS",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -41,8 +51,9 @@ async def make_fake_azdo() -> AsyncIterator[Callable[..., Any]]:
 async def make_gateway(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
     started: list[RunningGateway] = []
 
-    async def make(gateway_yaml: dict[str, Any], policies: dict[str, Any] | None = None,
-                   **kwargs: Any) -> RunningGateway:
+    async def make(
+        gateway_yaml: dict[str, Any], policies: dict[str, Any] | None = None, **kwargs: Any
+    ) -> RunningGateway:
         gw = await start_gateway(tmp_path, gateway_yaml, policies or {}, **kwargs)
         started.append(gw)
         return gw

@@ -10,7 +10,10 @@ HELP = "serve the gateway"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default="gateway.yaml")
     p.add_argument(
-        "--workers", type=int, default=None, metavar="N",
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
         help="worker processes sharing the port (default: one per CPU core)",
     )
 

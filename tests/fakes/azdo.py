@@ -40,8 +40,12 @@ from gateway.demo.git_http import GitHttp, run_git
 
 GIT_PATH = re.compile(r"^/[^/]+/(?:[^/]+/)?_git/([^/]+)(/.*)$")
 PATTERN = bytes(range(256)) * 256  # 64 KiB of a recognisable pattern
-AUTHOR = {"GIT_AUTHOR_NAME": "Fabrikam", "GIT_AUTHOR_EMAIL": "dev@fabrikam.example",
-          "GIT_COMMITTER_NAME": "Fabrikam", "GIT_COMMITTER_EMAIL": "dev@fabrikam.example"}
+AUTHOR = {
+    "GIT_AUTHOR_NAME": "Fabrikam",
+    "GIT_AUTHOR_EMAIL": "dev@fabrikam.example",
+    "GIT_COMMITTER_NAME": "Fabrikam",
+    "GIT_COMMITTER_EMAIL": "dev@fabrikam.example",
+}
 
 
 def make_repo(root: Path, name: str, files: dict[str, str]) -> Path:
@@ -108,16 +112,24 @@ async def _record(fake: FakeAzdo, request: web.Request, *, body: bool = True) ->
             digest.update(chunk)
             n += len(chunk)
     seen = Seen(
-        request.method, request.raw_path.partition("?")[0], request.raw_path.partition("?")[2],
-        dict(request.headers), digest.hexdigest(), n,
+        request.method,
+        request.raw_path.partition("?")[0],
+        request.raw_path.partition("?")[2],
+        dict(request.headers),
+        digest.hexdigest(),
+        n,
         [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers],
     )
     fake.seen.append(seen)
     return seen
 
 
-async def _stream(request: web.Request, n: int, chunked: bool, stop_at: int | None = None,
-                  ) -> web.StreamResponse:
+async def _stream(
+    request: web.Request,
+    n: int,
+    chunked: bool,
+    stop_at: int | None = None,
+) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     if not chunked:
         response.content_length = n
@@ -143,15 +155,20 @@ async def start_fake_azdo(
         if request.headers.get("Authorization") in fake.reject:
             await _record(fake, request)
             if fake.reject_status == 203:
-                return web.Response(status=203, text="<html>Sign in</html>",
-                                    content_type="text/html")
-            return web.json_response({"message": "TF400813: not authorized"}, status=401,
-                                     headers={"WWW-Authenticate": "Bearer"})
+                return web.Response(
+                    status=203, text="<html>Sign in</html>", content_type="text/html"
+                )
+            return web.json_response(
+                {"message": "TF400813: not authorized"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         git = GIT_PATH.match(path)
         if git and fake.repos is not None:
             await _record(fake, request, body=False)
-            return await GitHttp(fake.repos).serve(request, fake.repos / f"{git[1]}.git",
-                                                   git[2].lstrip("/"))
+            return await GitHttp(fake.repos).serve(
+                request, fake.repos / f"{git[1]}.git", git[2].lstrip("/")
+            )
         try:
             return await _special(fake, request, path)
         except asyncio.CancelledError:
@@ -178,25 +195,39 @@ async def _special(fake: FakeAzdo, request: web.Request, path: str) -> web.Strea
     if m := re.fullmatch(r"/_fake/status/(\d+)", path):
         await _record(fake, request)
         return web.json_response(
-            {"message": f"fake status {m[1]}", "typeKey": "FakeException"}, status=int(m[1]),
-            headers={"Location": (fake.url if "here" in request.query else
-                                  "https://elsewhere.example") + "/fabrikam/moved",
-                     "Retry-After": "7",
-                     "X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0",
-                     "X-RateLimit-Resource": "core", "X-RateLimit-Delay": "1.5"})
+            {"message": f"fake status {m[1]}", "typeKey": "FakeException"},
+            status=int(m[1]),
+            headers={
+                "Location": (fake.url if "here" in request.query else "https://elsewhere.example")
+                + "/fabrikam/moved",
+                "Retry-After": "7",
+                "X-RateLimit-Limit": "200",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Resource": "core",
+                "X-RateLimit-Delay": "1.5",
+            },
+        )
     if path == "/_fake/headers":
         await _record(fake, request)
-        return web.json_response({"value": []}, headers={
-            "ActivityId": "5e2a1c7e-0000-4000-8000-000000000001",
-            "X-TFS-Session": "5e2a1c7e-0000-4000-8000-000000000002",
-            "X-VSS-E2EID": "5e2a1c7e-0000-4000-8000-000000000003",
-            "X-VSS-UserData": "00000000-0000-0000-0000-000000000000:build-sp",
-            "x-ms-continuationtoken": "next-page-token",
-            "Retry-After": "3", "X-RateLimit-Remaining": "10",
-            "Set-Cookie": "VstsSession=upstream-session; Path=/; Secure; HttpOnly",
-            "Alt-Svc": 'h3=":443"', "Connection": "X-Private", "X-Private": "secret-hop",
-            "Keep-Alive": "timeout=5", "Proxy-Authenticate": "Basic", "X-Request-ID": "upstream-id",
-        })
+        return web.json_response(
+            {"value": []},
+            headers={
+                "ActivityId": "5e2a1c7e-0000-4000-8000-000000000001",
+                "X-TFS-Session": "5e2a1c7e-0000-4000-8000-000000000002",
+                "X-VSS-E2EID": "5e2a1c7e-0000-4000-8000-000000000003",
+                "X-VSS-UserData": "00000000-0000-0000-0000-000000000000:build-sp",
+                "x-ms-continuationtoken": "next-page-token",
+                "Retry-After": "3",
+                "X-RateLimit-Remaining": "10",
+                "Set-Cookie": "VstsSession=upstream-session; Path=/; Secure; HttpOnly",
+                "Alt-Svc": 'h3=":443"',
+                "Connection": "X-Private",
+                "X-Private": "secret-hop",
+                "Keep-Alive": "timeout=5",
+                "Proxy-Authenticate": "Basic",
+                "X-Request-ID": "upstream-id",
+            },
+        )
     if path == "/_fake/hold" or path in fake.hold_paths:
         await _record(fake, request)
         fake.holding += 1
@@ -212,8 +243,9 @@ async def _special(fake: FakeAzdo, request: web.Request, path: str) -> web.Strea
         await asyncio.Event().wait()
     if path in ("/_fake/stall-body", "/_fake/cut-body"):
         await _record(fake, request)
-        response = await _stream(request, 1 << 20, chunked="chunked" in request.query,
-                                 stop_at=1 << 19)
+        response = await _stream(
+            request, 1 << 20, chunked="chunked" in request.query, stop_at=1 << 19
+        )
         if path == "/_fake/stall-body":
             await asyncio.Event().wait()
         assert request.transport is not None
@@ -227,9 +259,11 @@ async def _special(fake: FakeAzdo, request: web.Request, path: str) -> web.Strea
         return web.Response()
     if path == "/_fake/json":
         await _record(fake, request)
-        doc = {"url": fake.url + "/fabrikam/_apis/git/repositories/1",
-               "_links": {"self": {"href": fake.url + "/fabrikam/_apis/projects/2"}},
-               "pad": "x" * int(request.query.get("pad", "0"))}
+        doc = {
+            "url": fake.url + "/fabrikam/_apis/git/repositories/1",
+            "_links": {"self": {"href": fake.url + "/fabrikam/_apis/projects/2"}},
+            "pad": "x" * int(request.query.get("pad", "0")),
+        }
         data = json.dumps(doc).encode()
         response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
         if "chunked" not in request.query:
@@ -240,8 +274,13 @@ async def _special(fake: FakeAzdo, request: web.Request, path: str) -> web.Strea
         await response.write_eof()
         return response
     seen = await _record(fake, request)
-    return web.json_response({
-        "method": seen.method, "path": seen.path, "query": seen.query,
-        "authorization": request.headers.get("Authorization"),
-        "bodySha256": seen.body_sha256, "bodyLength": seen.body_len,
-    })
+    return web.json_response(
+        {
+            "method": seen.method,
+            "path": seen.path,
+            "query": seen.query,
+            "authorization": request.headers.get("Authorization"),
+            "bodySha256": seen.body_sha256,
+            "bodyLength": seen.body_len,
+        }
+    )

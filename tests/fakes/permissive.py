@@ -24,8 +24,9 @@ PAT_HEADER = aiohttp.encode_basic_auth("", PAT)
 
 class AnyOperation(Catalog):
     def match(self, host: str, method: str, path: str, query: str = "") -> Match | None:
-        op = Operation(id="test.Any", area="test", host=host, method=method, template=path,
-                       scopes=())
+        op = Operation(
+            id="test.Any", area="test", host=host, method=method, template=path, scopes=()
+        )
         return Match(operation=op, params={}, organization=None, project=None)
 
 
@@ -51,8 +52,9 @@ class Proxy:
         return {"Authorization": aiohttp.encode_basic_auth("", self.key)}
 
 
-async def start_proxy(make_fake_azdo: Any, make_gateway: Any, *, fake: FakeAzdo | None = None,
-                      **gateway_yaml: Any) -> Proxy:
+async def start_proxy(
+    make_fake_azdo: Any, make_gateway: Any, *, fake: FakeAzdo | None = None, **gateway_yaml: Any
+) -> Proxy:
     """Fake Azure DevOps + gateway (PAT credential, one client, everything allowed)."""
     fake = fake or await make_fake_azdo()
     key, digest = new_key()
@@ -65,10 +67,23 @@ async def start_proxy(make_fake_azdo: Any, make_gateway: Any, *, fake: FakeAzdo 
             doc[name] = {**doc[name], **value}
         else:
             doc[name] = value
-    gw = await make_gateway(doc, {"ci.yaml": {"clients": [
-        {"name": "ci", "credential": "server", "scopes": ["vso.code"],
-         "api_keys": [{"id": "k1", "sha256": digest}]}]}})
+    gw = await make_gateway(
+        doc,
+        {
+            "ci.yaml": {
+                "clients": [
+                    {
+                        "name": "ci",
+                        "credential": "server",
+                        "scopes": ["vso.code"],
+                        "api_keys": [{"id": "k1", "sha256": digest}],
+                    }
+                ]
+            }
+        },
+    )
     rt = gw.gateway.runtime
-    gw.gateway.swap(dataclasses.replace(rt, catalog=AnyOperation(()), policy=AllowAll(rt.config,
-                                                                                     rt.catalog)))
+    gw.gateway.swap(
+        dataclasses.replace(rt, catalog=AnyOperation(()), policy=AllowAll(rt.config, rt.catalog))
+    )
     return Proxy(gw=gw, fake=fake, key=key)

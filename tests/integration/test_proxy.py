@@ -41,17 +41,27 @@ async def test_request_headers_are_cleaned_and_upstream_credential_injected(prox
         "User-Agent": "VSServices/16.0 (fabrikam-ci)",
     }
     client = aiohttp.ClientSession(skip_auto_headers=("Accept-Encoding",))
-    async with client as s, s.post(
-        proxy.url + "/fabrikam/_apis/projects?api-version=7.1", headers=sent
-    ) as r:
+    async with (
+        client as s,
+        s.post(proxy.url + "/fabrikam/_apis/projects?api-version=7.1", headers=sent) as r,
+    ):
         assert r.status == 200
         assert r.headers["X-Request-ID"] == "client-chosen-id-1"
     [seen] = proxy.fake.seen
     assert seen.method == "PATCH"  # authorized as, and sent as, the method the override names
     names = {name.lower() for name, _ in seen.raw_headers}
-    for dropped in ("cookie", "proxy-authorization", "proxy_authorization",
-                    "x-http-method-override", "x_http_method_override", "x-method-override",
-                    "x-hop-secret", "keep-alive", "te", "upgrade"):
+    for dropped in (
+        "cookie",
+        "proxy-authorization",
+        "proxy_authorization",
+        "x-http-method-override",
+        "x_http_method_override",
+        "x-method-override",
+        "x-hop-secret",
+        "keep-alive",
+        "te",
+        "upgrade",
+    ):
         assert dropped not in names, dropped
     assert seen.headers["Authorization"] == PAT_HEADER
     assert [v for k, v in seen.raw_headers if k.lower() == "authorization"] == [PAT_HEADER]
@@ -67,9 +77,10 @@ async def test_request_headers_are_cleaned_and_upstream_credential_injected(prox
 
 
 async def test_response_headers_pass_azure_devops_ones_and_drop_the_rest(proxy: Proxy) -> None:
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + "/_fake/headers", headers={**proxy.auth, "X-Request-ID": "rid-42"}
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(proxy.url + "/_fake/headers", headers={**proxy.auth, "X-Request-ID": "rid-42"}) as r,
+    ):
         assert r.status == 200
         got = r.headers
         assert got["ActivityId"] == "5e2a1c7e-0000-4000-8000-000000000001"
@@ -89,23 +100,34 @@ async def test_method_path_and_query_reach_upstream_verbatim(proxy: Proxy) -> No
     target = "/fabrikam/Fabrikam%20Fiber/_apis/wit/wiql?api-version=7.1&%24top=5&a=1&a=2&q=x+y"
     async with aiohttp.ClientSession() as s:
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
-            async with s.request(method, aiohttp.client.URL(proxy.url + target, encoded=True),
-                                 headers=proxy.auth) as r:
+            async with s.request(
+                method, aiohttp.client.URL(proxy.url + target, encoded=True), headers=proxy.auth
+            ) as r:
                 assert r.status == 200, method
         async with s.head(proxy.url + "/fabrikam/_apis/projects", headers=proxy.auth) as r:
             assert r.status == 200
     assert [x.method for x in proxy.fake.seen] == [
-        "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+        "GET",
+        "POST",
+        "PUT",
+        "PATCH",
+        "DELETE",
+        "OPTIONS",
+        "HEAD",
+    ]
     for seen in proxy.fake.seen[:-1]:
         assert seen.path == "/fabrikam/Fabrikam%20Fiber/_apis/wit/wiql"
         assert seen.query == "api-version=7.1&%24top=5&a=1&a=2&q=x+y"
 
 
 async def test_other_hosts_are_reached_under_hosts_prefix(proxy: Proxy) -> None:
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + "/_hosts/vsrm/fabrikam/_apis/release/releases?api-version=7.1",
-        headers=proxy.auth,
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(
+            proxy.url + "/_hosts/vsrm/fabrikam/_apis/release/releases?api-version=7.1",
+            headers=proxy.auth,
+        ) as r,
+    ):
         assert r.status == 200
     [seen] = proxy.fake.seen
     assert seen.path == "/vsrm/fabrikam/_apis/release/releases"
@@ -120,11 +142,15 @@ async def test_upload_with_length_and_chunked_upload_stream_through(proxy: Proxy
             yield blob[i : i + 100_000]
 
     async with aiohttp.ClientSession(skip_auto_headers=("Content-Type",)) as s:
-        async with s.post(proxy.url + "/fabrikam/_apis/git/pushes", data=io.BytesIO(blob),
-                          headers={**proxy.auth, "Content-Type": "application/octet-stream"}) as r:
+        async with s.post(
+            proxy.url + "/fabrikam/_apis/git/pushes",
+            data=io.BytesIO(blob),
+            headers={**proxy.auth, "Content-Type": "application/octet-stream"},
+        ) as r:
             echoed = await r.json()
-        async with s.put(proxy.url + "/fabrikam/_apis/upload", data=chunks(),
-                         headers=proxy.auth) as r:
+        async with s.put(
+            proxy.url + "/fabrikam/_apis/upload", data=chunks(), headers=proxy.auth
+        ) as r:
             echoed_chunked = await r.json()
     digest = hashlib.sha256(blob).hexdigest()
     assert echoed["bodySha256"] == echoed_chunked["bodySha256"] == digest
@@ -138,9 +164,10 @@ async def test_upload_with_length_and_chunked_upload_stream_through(proxy: Proxy
 
 
 async def test_empty_post_keeps_zero_content_length(proxy: Proxy) -> None:
-    async with aiohttp.ClientSession() as s, s.post(
-        proxy.url + "/fabrikam/_apis/build/builds", headers=proxy.auth
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(proxy.url + "/fabrikam/_apis/build/builds", headers=proxy.auth) as r,
+    ):
         assert r.status == 200
     assert proxy.fake.seen[0].headers["Content-Length"] == "0"
 
@@ -150,9 +177,10 @@ async def test_large_download_streams_whole(proxy: Proxy, chunked: bool) -> None
     n = 48 * 1024 * 1024 + 5
     query = "?chunked=1" if chunked else ""
     digest, got = hashlib.sha256(), 0
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + f"/_fake/bytes/{n}{query}", headers=proxy.auth
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(proxy.url + f"/_fake/bytes/{n}{query}", headers=proxy.auth) as r,
+    ):
         assert r.status == 200
         assert r.headers.get("Content-Length") == (None if chunked else str(n))
         async for chunk in r.content.iter_any():
@@ -167,9 +195,10 @@ async def test_large_download_streams_whole(proxy: Proxy, chunked: bool) -> None
 
 @pytest.mark.parametrize("code", [400, 404, 409, 429, 500, 503])
 async def test_upstream_error_statuses_pass_through_untouched(proxy: Proxy, code: int) -> None:
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + f"/_fake/status/{code}", headers=proxy.auth
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(proxy.url + f"/_fake/status/{code}", headers=proxy.auth) as r,
+    ):
         assert r.status == code
         assert r.headers["Retry-After"] == "7"
         assert r.headers["X-RateLimit-Remaining"] == "0"
@@ -179,22 +208,25 @@ async def test_upstream_error_statuses_pass_through_untouched(proxy: Proxy, code
 
 
 async def test_redirects_are_relayed_not_followed(proxy: Proxy) -> None:
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + "/_fake/status/302", headers=proxy.auth, allow_redirects=False
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(proxy.url + "/_fake/status/302", headers=proxy.auth, allow_redirects=False) as r,
+    ):
         assert r.status == 302
         assert r.headers["Location"] == "https://elsewhere.example/fabrikam/moved"
-        async with s.get(proxy.url + "/_fake/status/302?here=1", headers=proxy.auth,
-                         allow_redirects=False) as r:
+        async with s.get(
+            proxy.url + "/_fake/status/302?here=1", headers=proxy.auth, allow_redirects=False
+        ) as r:
             assert r.status == 302  # a Location on the upstream host points at the gateway
             assert r.headers["Location"] == proxy.url + "/fabrikam/moved"
     assert len(proxy.fake.seen) == 2
 
 
 async def test_upstream_pat_is_never_echoed_to_the_client(proxy: Proxy) -> None:
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + "/_fake/headers", headers=proxy.auth
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(proxy.url + "/_fake/headers", headers=proxy.auth) as r,
+    ):
         text = await r.text()
         assert PAT not in text and PAT not in str(r.headers)
 
@@ -203,8 +235,7 @@ async def test_context_is_filled_for_metrics_and_audit(proxy: Proxy) -> None:
     finished = []
     proxy.gw.gateway.observability.finished = finished.append  # type: ignore[method-assign]
     async with aiohttp.ClientSession() as s:
-        async with s.post(proxy.url + "/_fake/headers", data=b"x" * 1000,
-                          headers=proxy.auth) as r:
+        async with s.post(proxy.url + "/_fake/headers", data=b"x" * 1000, headers=proxy.auth) as r:
             body = await r.read()
     [ctx] = finished
     assert ctx.upstream_status == 200

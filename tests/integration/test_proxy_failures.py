@@ -21,8 +21,9 @@ from tests.fakes.permissive import PAT_HEADER, Proxy, start_proxy
 
 @pytest.fixture
 async def proxy(make_fake_azdo: Any, make_gateway: Any) -> Proxy:
-    return await start_proxy(make_fake_azdo, make_gateway,
-                             upstream={"read_timeout_s": 0.5, "connect_timeout_s": 2})
+    return await start_proxy(
+        make_fake_azdo, make_gateway, upstream={"read_timeout_s": 0.5, "connect_timeout_s": 2}
+    )
 
 
 def record_finished(proxy: Proxy) -> list[RequestContext]:
@@ -53,11 +54,15 @@ def free_port() -> int:
 
 
 async def test_unreachable_upstream_is_502(make_fake_azdo: Any, make_gateway: Any) -> None:
-    proxy = await start_proxy(make_fake_azdo, make_gateway,
-                              upstream={"hosts": {"main": f"http://127.0.0.1:{free_port()}"}})
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + "/fabrikam/_apis/projects", headers=proxy.auth
-    ) as r:
+    proxy = await start_proxy(
+        make_fake_azdo,
+        make_gateway,
+        upstream={"hosts": {"main": f"http://127.0.0.1:{free_port()}"}},
+    )
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(proxy.url + "/fabrikam/_apis/projects", headers=proxy.auth) as r,
+    ):
         assert r.status == 502
         body = await gateway_error(r)
     assert body["reason"] == "upstream_unreachable"
@@ -65,9 +70,10 @@ async def test_unreachable_upstream_is_502(make_fake_azdo: Any, make_gateway: An
 
 
 async def test_upstream_that_never_answers_is_504(proxy: Proxy) -> None:
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + "/_fake/stall", headers=proxy.auth
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(proxy.url + "/_fake/stall", headers=proxy.auth) as r,
+    ):
         assert r.status == 504
         body = await gateway_error(r)
     assert body["reason"] == "upstream_timeout"
@@ -75,18 +81,20 @@ async def test_upstream_that_never_answers_is_504(proxy: Proxy) -> None:
 
 
 async def test_answer_that_is_not_http_is_502_bad_response(proxy: Proxy) -> None:
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + "/_fake/garbage", headers=proxy.auth
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(proxy.url + "/_fake/garbage", headers=proxy.auth) as r,
+    ):
         assert r.status == 502
         body = await gateway_error(r)
     assert body["reason"] == "upstream_bad_response"
 
 
-@pytest.mark.parametrize("path, reason", [("/_fake/cut-body", "upstream_bad_response"),
-                                          ("/_fake/stall-body", "upstream_timeout")])
-async def test_failure_mid_body_aborts_the_connection(proxy: Proxy, path: str,
-                                                      reason: str) -> None:
+@pytest.mark.parametrize(
+    "path, reason",
+    [("/_fake/cut-body", "upstream_bad_response"), ("/_fake/stall-body", "upstream_timeout")],
+)
+async def test_failure_mid_body_aborts_the_connection(proxy: Proxy, path: str, reason: str) -> None:
     finished = record_finished(proxy)
     got = 0
     async with aiohttp.ClientSession() as s, s.get(proxy.url + path, headers=proxy.auth) as r:
@@ -150,26 +158,31 @@ class FlakyBroker:
 
 
 @pytest.mark.parametrize("status", [401, 203])
-async def test_rejected_token_is_invalidated_and_get_retried_once(proxy: Proxy,
-                                                                  status: int) -> None:
+async def test_rejected_token_is_invalidated_and_get_retried_once(
+    proxy: Proxy, status: int
+) -> None:
     broker = FlakyBroker()
     gw = proxy.gw.gateway
     gw.swap(dataclasses.replace(gw.runtime, tokens=broker))  # type: ignore[arg-type]
     proxy.fake.reject, proxy.fake.reject_status = {"Bearer old-token"}, status
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + "/fabrikam/_apis/projects", headers=proxy.auth
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(proxy.url + "/fabrikam/_apis/projects", headers=proxy.auth) as r,
+    ):
         assert r.status == 200
     assert [x.headers["Authorization"] for x in proxy.fake.seen] == [
-        "Bearer old-token", "Bearer new-token"]
+        "Bearer old-token",
+        "Bearer new-token",
+    ]
     assert broker.invalidated == ["Bearer old-token"]
 
 
 async def test_rejected_pat_is_502_after_one_retry(proxy: Proxy) -> None:
     proxy.fake.reject = {PAT_HEADER}
-    async with aiohttp.ClientSession() as s, s.get(
-        proxy.url + "/fabrikam/_apis/projects", headers=proxy.auth
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(proxy.url + "/fabrikam/_apis/projects", headers=proxy.auth) as r,
+    ):
         assert r.status == 502
         body = await gateway_error(r)
         assert "WWW-Authenticate" not in r.headers
@@ -188,33 +201,37 @@ async def test_rejected_token_with_streamed_body_is_not_retried(proxy: Proxy) ->
         yield b'{"name": "x"}'
 
     async with aiohttp.ClientSession() as s:
-        async with s.put(proxy.url + "/fabrikam/_apis/wit/x", data=body(),
-                         headers=proxy.auth) as r:
+        async with s.put(proxy.url + "/fabrikam/_apis/wit/x", data=body(), headers=proxy.auth) as r:
             assert r.status == 502
             assert (await gateway_error(r))["reason"] == "upstream_credential_rejected"
-        async with s.post(proxy.url + "/fabrikam/_apis/wit/x", data=b"{}",
-                          headers=proxy.auth) as r:  # POST: not idempotent, the new token works
+        async with s.post(
+            proxy.url + "/fabrikam/_apis/wit/x", data=b"{}", headers=proxy.auth
+        ) as r:  # POST: not idempotent, the new token works
             assert r.status == 200
     assert [x.method for x in proxy.fake.seen] == ["PUT", "POST"]
     assert broker.invalidated == ["Bearer old-token"]
 
 
-async def test_body_over_the_limit_is_413_and_not_sent(make_fake_azdo: Any,
-                                                       make_gateway: Any) -> None:
+async def test_body_over_the_limit_is_413_and_not_sent(
+    make_fake_azdo: Any, make_gateway: Any
+) -> None:
     proxy = await start_proxy(make_fake_azdo, make_gateway, limits={"max_body_bytes": 1000})
     async with aiohttp.ClientSession() as s:
-        async with s.post(proxy.url + "/fabrikam/_apis/x", data=b"x" * 1001,
-                          headers=proxy.auth) as r:
+        async with s.post(
+            proxy.url + "/fabrikam/_apis/x", data=b"x" * 1001, headers=proxy.auth
+        ) as r:
             assert r.status == 413
             assert (await gateway_error(r))["reason"] == "payload_too_large"
-        async with s.post(proxy.url + "/fabrikam/_apis/x", data=b"x" * 1000,
-                          headers=proxy.auth) as r:
+        async with s.post(
+            proxy.url + "/fabrikam/_apis/x", data=b"x" * 1000, headers=proxy.auth
+        ) as r:
             assert r.status == 200
     assert [x.body_len for x in proxy.fake.seen] == [1000]
 
 
-async def test_chunked_body_over_the_limit_is_cut_off(make_fake_azdo: Any,
-                                                      make_gateway: Any) -> None:
+async def test_chunked_body_over_the_limit_is_cut_off(
+    make_fake_azdo: Any, make_gateway: Any
+) -> None:
     proxy = await start_proxy(make_fake_azdo, make_gateway, limits={"max_body_bytes": 100_000})
     finished = record_finished(proxy)
 
@@ -224,8 +241,9 @@ async def test_chunked_body_over_the_limit_is_cut_off(make_fake_azdo: Any,
 
     async with aiohttp.ClientSession() as s:
         try:
-            async with s.post(proxy.url + "/fabrikam/_apis/x", data=body(),
-                              headers=proxy.auth) as r:
+            async with s.post(
+                proxy.url + "/fabrikam/_apis/x", data=body(), headers=proxy.auth
+            ) as r:
                 assert r.status == 413
         except aiohttp.ClientError:
             pass  # the gateway may close before the client finished sending
@@ -254,8 +272,9 @@ async def test_json_bodies_are_rewritten_and_large_ones_streamed_untouched(
             assert len(doc["pad"]) == 5000
 
 
-async def test_upstream_tls_needs_a_trusted_ca(make_fake_azdo: Any, make_gateway: Any,
-                                               tmp_path: Path) -> None:
+async def test_upstream_tls_needs_a_trusted_ca(
+    make_fake_azdo: Any, make_gateway: Any, tmp_path: Path
+) -> None:
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
@@ -263,11 +282,11 @@ async def test_upstream_tls_needs_a_trusted_ca(make_fake_azdo: Any, make_gateway
     untrusted = await start_proxy(make_fake_azdo, make_gateway, fake=fake)
     ca_file = tmp_path / "upstream-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    trusted = await start_proxy(make_fake_azdo, make_gateway, fake=fake,
-                                upstream={"ca_file": str(ca_file)})
+    trusted = await start_proxy(
+        make_fake_azdo, make_gateway, fake=fake, upstream={"ca_file": str(ca_file)}
+    )
     async with aiohttp.ClientSession() as s:
-        async with s.get(untrusted.url + "/fabrikam/_apis/projects",
-                         headers=untrusted.auth) as r:
+        async with s.get(untrusted.url + "/fabrikam/_apis/projects", headers=untrusted.auth) as r:
             assert r.status == 502
             body = await gateway_error(r)
             assert body["reason"] == "upstream_unreachable"

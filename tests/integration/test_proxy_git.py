@@ -19,12 +19,24 @@ REPO = "/fabrikam/Fabrikam-Fiber/_git/fiber"
 
 
 async def git(*args: str, cwd: Path, home: Path, check: bool = True) -> tuple[int, str]:
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "GIT_TERMINAL_PROMPT": "0",
-           "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "Dev", "GIT_AUTHOR_EMAIL": "d@x",
-           "GIT_COMMITTER_NAME": "Dev", "GIT_COMMITTER_EMAIL": "d@x"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "Dev",
+        "GIT_AUTHOR_EMAIL": "d@x",
+        "GIT_COMMITTER_NAME": "Dev",
+        "GIT_COMMITTER_EMAIL": "d@x",
+    }
     proc = await asyncio.create_subprocess_exec(
-        "git", *args, cwd=cwd, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        "git",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     text = out.decode(errors="replace")
     if check:
@@ -34,21 +46,37 @@ async def git(*args: str, cwd: Path, home: Path, check: bool = True) -> tuple[in
 
 
 @pytest.fixture
-async def setup(make_fake_azdo: Any, make_gateway: Any,
-                tmp_path: Path) -> tuple[RunningGateway, FakeAzdo, dict[str, str]]:
+async def setup(
+    make_fake_azdo: Any, make_gateway: Any, tmp_path: Path
+) -> tuple[RunningGateway, FakeAzdo, dict[str, str]]:
     (tmp_path / "repos").mkdir()
     fake = await make_fake_azdo(repos=tmp_path / "repos")
     fake.add_repo("fiber", {"README.md": "# Fabrikam Fiber\n", "src/app.py": "print('hi')\n"})
     keys = {name: new_key() for name in ("writer", "reader")}
     gw = await make_gateway(
-        {"upstream": {"hosts": {"main": fake.url}},
-         "credentials": {"server": {"type": "pat", "pat": PAT}}},
-        {"clients.yaml": {"clients": [
-            {"name": "writer", "credential": "server", "scopes": ["vso.code_write"],
-             "api_keys": [{"id": "w1", "sha256": keys["writer"][1]}]},
-            {"name": "reader", "credential": "server", "scopes": ["vso.code"],
-             "api_keys": [{"id": "r1", "sha256": keys["reader"][1]}]},
-        ]}})
+        {
+            "upstream": {"hosts": {"main": fake.url}},
+            "credentials": {"server": {"type": "pat", "pat": PAT}},
+        },
+        {
+            "clients.yaml": {
+                "clients": [
+                    {
+                        "name": "writer",
+                        "credential": "server",
+                        "scopes": ["vso.code_write"],
+                        "api_keys": [{"id": "w1", "sha256": keys["writer"][1]}],
+                    },
+                    {
+                        "name": "reader",
+                        "credential": "server",
+                        "scopes": ["vso.code"],
+                        "api_keys": [{"id": "r1", "sha256": keys["reader"][1]}],
+                    },
+                ]
+            }
+        },
+    )
     return gw, fake, {name: key for name, (key, _) in keys.items()}
 
 
@@ -82,7 +110,8 @@ async def test_push_a_large_pack_through_the_gateway(setup: Any, tmp_path: Path)
     _, subject = await git("log", "-1", "--format=%s", "main", cwd=bare, home=tmp_path)
     assert subject.strip() == "large file"
     proc = await asyncio.create_subprocess_exec(
-        "git", "cat-file", "blob", "main:data.bin", cwd=bare, stdout=asyncio.subprocess.PIPE)
+        "git", "cat-file", "blob", "main:data.bin", cwd=bare, stdout=asyncio.subprocess.PIPE
+    )
     stored, _ = await proc.communicate()
     assert hashlib.sha256(stored).digest() == hashlib.sha256(blob).digest()
     # git probes with a tiny request first, then streams the pack chunked

@@ -42,8 +42,11 @@ async def test_admin_endpoints(make_fake_azdo: Any, make_gateway: Any) -> None:
 def pki(tmp_path: Path) -> dict[str, Any]:
     server_ca, client_ca = trustme.CA(), trustme.CA()
     server = server_ca.issue_cert("127.0.0.1")
-    files = {"cert": tmp_path / "server.pem", "key": tmp_path / "server.key",
-             "client_ca": tmp_path / "client-ca.pem"}
+    files = {
+        "cert": tmp_path / "server.pem",
+        "key": tmp_path / "server.key",
+        "client_ca": tmp_path / "client-ca.pem",
+    }
     server.cert_chain_pems[0].write_to_path(str(files["cert"]))
     server.private_key_pem.write_to_path(str(files["key"]))
     client_ca.cert_pem.write_to_path(str(files["client_ca"]))
@@ -59,12 +62,22 @@ def client_tls(pki: dict[str, Any], with_cert: bool) -> ssl.SSLContext:
 
 
 @pytest.mark.parametrize("required", [True, False])
-async def test_tls_listener_with_client_certificates(make_fake_azdo: Any, make_gateway: Any,
-                                                     pki: dict[str, Any], required: bool) -> None:
+async def test_tls_listener_with_client_certificates(
+    make_fake_azdo: Any, make_gateway: Any, pki: dict[str, Any], required: bool
+) -> None:
     files = pki["files"]
-    proxy = await start_proxy(make_fake_azdo, make_gateway, listen={"tls": {
-        "cert_file": str(files["cert"]), "key_file": str(files["key"]),
-        "client_ca_file": str(files["client_ca"]), "require_client_cert": required}})
+    proxy = await start_proxy(
+        make_fake_azdo,
+        make_gateway,
+        listen={
+            "tls": {
+                "cert_file": str(files["cert"]),
+                "key_file": str(files["key"]),
+                "client_ca_file": str(files["client_ca"]),
+                "require_client_cert": required,
+            }
+        },
+    )
     assert proxy.url.startswith("https://127.0.0.1:")
     url = proxy.url + "/fabrikam/_apis/projects"
     for with_cert in (True, False):
@@ -80,15 +93,18 @@ async def test_tls_listener_with_client_certificates(make_fake_azdo: Any, make_g
     assert len(proxy.fake.seen) == (1 if required else 2)
 
 
-async def test_plain_http_to_the_tls_listener_is_refused(make_fake_azdo: Any, make_gateway: Any,
-                                                         pki: dict[str, Any]) -> None:
+async def test_plain_http_to_the_tls_listener_is_refused(
+    make_fake_azdo: Any, make_gateway: Any, pki: dict[str, Any]
+) -> None:
     files = pki["files"]
-    proxy = await start_proxy(make_fake_azdo, make_gateway, listen={"tls": {
-        "cert_file": str(files["cert"]), "key_file": str(files["key"])}})
+    proxy = await start_proxy(
+        make_fake_azdo,
+        make_gateway,
+        listen={"tls": {"cert_file": str(files["cert"]), "key_file": str(files["key"])}},
+    )
     async with aiohttp.ClientSession() as s:
         with pytest.raises(aiohttp.ClientError):
-            async with s.get(proxy.url.replace("https:", "http:") + "/x",
-                             headers=proxy.auth) as r:
+            async with s.get(proxy.url.replace("https:", "http:") + "/x", headers=proxy.auth) as r:
                 await r.read()
     assert proxy.fake.seen == []
 
@@ -154,21 +170,48 @@ async def test_run_drains_on_sigterm_and_exits_0(make_fake_azdo: Any, tmp_path: 
     fake = await make_fake_azdo()
     fake.hold_paths = {"/fabrikam/_apis/projects"}
     key, digest = new_key()
-    (tmp_path / "clients.yaml").write_text(yaml.safe_dump({"clients": [
-        {"name": "ci", "credential": "server", "scopes": ["vso.project"],
-         "api_keys": [{"id": "k1", "sha256": digest}]}]}))
-    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({
-        "listen": {"host": "127.0.0.1", "port": 0}, "admin": {"host": "127.0.0.1", "port": 0},
-        "upstream": {"hosts": {"main": fake.url}},
-        "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}},
-        "policies": ["clients.yaml"], "audit": {"file": str(tmp_path / "audit.jsonl")},
-        "limits": {"shutdown_grace_s": 20},
-    }))
+    (tmp_path / "clients.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "clients": [
+                    {
+                        "name": "ci",
+                        "credential": "server",
+                        "scopes": ["vso.project"],
+                        "api_keys": [{"id": "k1", "sha256": digest}],
+                    }
+                ]
+            }
+        )
+    )
+    (tmp_path / "gateway.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "listen": {"host": "127.0.0.1", "port": 0},
+                "admin": {"host": "127.0.0.1", "port": 0},
+                "upstream": {"hosts": {"main": fake.url}},
+                "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}},
+                "policies": ["clients.yaml"],
+                "audit": {"file": str(tmp_path / "audit.jsonl")},
+                "limits": {"shutdown_grace_s": 20},
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "-c", str(tmp_path / "gateway.yaml"),
-        "--workers", "1", cwd=Path(__file__).parents[2], env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "-c",
+        str(tmp_path / "gateway.yaml"),
+        "--workers",
+        "1",
+        cwd=Path(__file__).parents[2],
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert proc.stderr is not None
     log: list[str] = []
     try:
@@ -180,7 +223,8 @@ async def test_run_drains_on_sigterm_and_exits_0(make_fake_azdo: Any, tmp_path: 
             async with s.get(admin + "/readyz") as r:
                 assert r.status == 200
             call = asyncio.ensure_future(
-                s.get(url + "/fabrikam/_apis/projects?api-version=7.1", headers=auth))
+                s.get(url + "/fabrikam/_apis/projects?api-version=7.1", headers=auth)
+            )
             await asyncio.wait_for(fake.held.wait(), 10)
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(_line(proc.stderr, "shutting down", log), 10)
@@ -202,27 +246,40 @@ async def test_run_drains_on_sigterm_and_exits_0(make_fake_azdo: Any, tmp_path: 
 async def test_run_reports_a_bad_config_and_exits_1(tmp_path: Path) -> None:
     (tmp_path / "gateway.yaml").write_text("listen: {port: 99999}\n")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "-c", str(tmp_path / "gateway.yaml"),
-        cwd=Path(__file__).parents[2], stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "-c",
+        str(tmp_path / "gateway.yaml"),
+        cwd=Path(__file__).parents[2],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert "listen.port" in err.decode()
     assert "Traceback" not in err.decode()
 
 
-async def test_oversized_request_line_and_headers_are_400(make_fake_azdo: Any,
-                                                          make_gateway: Any) -> None:
-    proxy = await start_proxy(make_fake_azdo, make_gateway,
-                              limits={"max_url_length": 2000, "max_header_bytes": 1000})
+async def test_oversized_request_line_and_headers_are_400(
+    make_fake_azdo: Any, make_gateway: Any
+) -> None:
+    proxy = await start_proxy(
+        make_fake_azdo, make_gateway, limits={"max_url_length": 2000, "max_header_bytes": 1000}
+    )
     async with aiohttp.ClientSession() as s:
-        async with s.get(proxy.url + "/fabrikam/_apis/projects?q=" + "a" * 3000,
-                         headers=proxy.auth) as r:
+        async with s.get(
+            proxy.url + "/fabrikam/_apis/projects?q=" + "a" * 3000, headers=proxy.auth
+        ) as r:
             assert r.status == 400
-        async with s.get(proxy.url + "/fabrikam/_apis/projects",
-                         headers={**proxy.auth, "X-Big": "b" * 2000}) as r:
+        async with s.get(
+            proxy.url + "/fabrikam/_apis/projects", headers={**proxy.auth, "X-Big": "b" * 2000}
+        ) as r:
             assert r.status == 400
-        async with s.get(proxy.url + "/fabrikam/_apis/projects?q=" + "a" * 1500,
-                         headers={**proxy.auth, "X-Big": "b" * 900}) as r:
+        async with s.get(
+            proxy.url + "/fabrikam/_apis/projects?q=" + "a" * 1500,
+            headers={**proxy.auth, "X-Big": "b" * 900},
+        ) as r:
             assert r.status == 200
     assert len(proxy.fake.seen) == 1

@@ -9,13 +9,28 @@ async def test_key_request_reaches_upstream_with_injected_pat(make_fake_azdo, ma
     fake = await make_fake_azdo()
     key, digest = new_key()
     gw = await make_gateway(
-        {"upstream": {"hosts": {"main": fake.url}},
-         "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}}},
-        {"ci.yaml": {"clients": [{"name": "ci", "credential": "server", "scopes": ["vso.code"],
-                                  "api_keys": [{"id": "k1", "sha256": digest}]}]}},
+        {
+            "upstream": {"hosts": {"main": fake.url}},
+            "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}},
+        },
+        {
+            "ci.yaml": {
+                "clients": [
+                    {
+                        "name": "ci",
+                        "credential": "server",
+                        "scopes": ["vso.code"],
+                        "api_keys": [{"id": "k1", "sha256": digest}],
+                    }
+                ]
+            }
+        },
     )
     async with aiohttp.ClientSession() as s:
-        async with s.get(gw.url + "/fabrikam/_apis/projects", headers={"Authorization": aiohttp.encode_basic_auth("", key)}) as r:
+        async with s.get(
+            gw.url + "/fabrikam/_apis/projects",
+            headers={"Authorization": aiohttp.encode_basic_auth("", key)},
+        ) as r:
             assert r.status in (200, 403)
         async with s.get(gw.url + "/fabrikam/_apis/projects") as r:
             assert r.status == 401

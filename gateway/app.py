@@ -1,10 +1,11 @@
 """Wiring: builds a Runtime from a Config and the aiohttp apps around it.
 
-The middleware order is the request pipeline of DESIGN.md, listed once in
-`pipeline()`:
+The request pipeline of DESIGN.md, listed once in `PIPELINE` and run in that
+order by the one middleware `Gateway.pipeline`:
 
-    request id -> observe (metrics + audit) -> render errors -> canonicalize
-    -> authenticate -> match -> authorize -> forward (inject token, stream, rewrite)
+    request id -> observe (metrics + audit) -> render errors -> shed
+    -> canonicalize -> authenticate -> limit -> match + authorize
+    -> forward (inject token, stream, rewrite)
 
 A reload builds a whole new Runtime and swaps one reference (`Gateway.runtime`);
 requests in flight keep the Runtime they started with.
@@ -38,6 +39,19 @@ log = logging.getLogger("azdo_gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CTX = web.RequestKey("ctx", RequestContext)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# The stages every proxied request passes, in order (see `Gateway.pipeline`).
+PIPELINE = (
+    "request_id",  # take or make X-Request-ID; pin the current Runtime
+    "observe",  # metrics and the audit line, whatever the outcome
+    "render_errors",  # a GatewayError becomes its JSON (or git text) answer
+    "shed",  # 503 when the process has limits.max_inflight requests
+    "canonicalize",  # raw target -> upstream host, canonical path and query
+    "authenticate",  # key or Entra token -> ClientIdentity; credentials removed
+    "limit",  # the client's rate limits; learns from upstream's throttling headers
+    "authorize",  # catalog match and the client's policy
+    "forward",  # upstream token, stream both ways, rewrite URLs
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,99 +132,108 @@ class Gateway:
         await old.authn.close()
         return drained
 
-    # --- middleware, in pipeline order -----------------------------------
+    # --- the pipeline ----------------------------------------------------
+    #
+    # One aiohttp middleware runs every stage, in the order `PIPELINE` lists:
+    # a chain of eight middlewares cost a wrapper call and a coroutine per
+    # stage on every request. The stages that wrap the rest (request id,
+    # observe, render errors, shed, limit) are the try blocks below; the others
+    # are plain calls.
 
     @web.middleware
-    async def request_id(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def pipeline(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # request id: pin the Runtime this request uses from start to end
         given = request.headers.get("X-Request-ID", "")
         rid = given if _REQUEST_ID.match(given) else str(uuid.uuid4())
-        request[CTX] = RequestContext(request_id=rid, method=request.method.upper())
+        ctx = request[CTX] = RequestContext(request_id=rid, method=request.method.upper())
         rt = request[RUNTIME] = self.runtime
         key = id(rt)
-        self._users[key] = self._users.get(key, 0) + 1
+        users = self._users
+        users[key] = users.get(key, 0) + 1
+        observability = self.observability
         try:
-            return await handler(request)
+            # observe: metrics and the audit line
+            observability.started(ctx)
+            try:
+                # render errors: a GatewayError from any later stage becomes its answer
+                try:
+                    response = await self._admitted(request, ctx, rt, handler)
+                except GatewayError as err:
+                    response = self._error_response(request, ctx, err)
+                response.headers["X-Request-ID"] = ctx.request_id
+                ctx.status = response.status
+                ctx.bytes_out = ctx.bytes_out or response.body_length
+                return response
+            except BaseException:
+                ctx.status = ctx.status or 499  # client went away mid-request
+                raise
+            finally:
+                ctx.bytes_in = ctx.bytes_in or request.content.total_bytes
+                observability.finished(ctx)
         finally:
-            left = self._users.pop(key) - 1
+            left = users.pop(key) - 1
             if left:
-                self._users[key] = left
+                users[key] = left
             elif key in self._idle:
                 self._idle[key].set()
 
-    @web.middleware
-    async def observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        ctx = request[CTX]
-        self.observability.started(ctx)
-        try:
-            response = await handler(request)
-            ctx.status = response.status
-            ctx.bytes_out = ctx.bytes_out or response.body_length
-            return response
-        except BaseException:
-            ctx.status = ctx.status or 499  # client went away mid-request
-            raise
-        finally:
-            ctx.bytes_in = ctx.bytes_in or request.content.total_bytes
-            self.observability.finished(ctx)
+    @staticmethod
+    def _error_response(
+        request: web.Request, ctx: RequestContext, err: GatewayError
+    ) -> web.Response:
+        ctx.error_reason = err.reason
+        as_text = request.headers.get("User-Agent", "").startswith("git/")
+        return web.Response(
+            status=err.status,
+            body=err.to_text(ctx.request_id) if as_text else err.to_json(ctx.request_id),
+            content_type="text/plain" if as_text else "application/json",
+            headers=err.headers,
+        )
 
-    @web.middleware
-    async def render_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        ctx = request[CTX]
+    async def _admitted(
+        self, request: web.Request, ctx: RequestContext, rt: Runtime, handler: Handler
+    ) -> web.StreamResponse:
+        limits = self.limits
+        # shed: refuse early when the process is full
+        limits.enter(rt.config.gateway.limits.max_inflight)
         try:
-            response = await handler(request)
-        except GatewayError as err:
-            ctx.error_reason = err.reason
-            as_text = request.headers.get("User-Agent", "").startswith("git/")
-            response = web.Response(
-                status=err.status,
-                body=err.to_text(ctx.request_id) if as_text else err.to_json(ctx.request_id),
-                content_type="text/plain" if as_text else "application/json",
-                headers=err.headers,
+            self.canonicalize(request, ctx, rt)
+            request = await self.authenticate(request, ctx, rt)
+            # limit: the client's rate limits around the rest
+            assert ctx.identity is not None
+            client = rt.config.client(ctx.identity.client)
+            if client is None:
+                return await self._authorized(request, ctx, rt, handler)
+            return await limits.guard(
+                client,
+                ctx,
+                lambda: self._authorized(request, ctx, rt, handler),
+                self.observability.metrics,
             )
-        response.headers["X-Request-ID"] = ctx.request_id
-        return response
-
-    @web.middleware
-    async def shed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        self.limits.enter(request[RUNTIME].config.gateway.limits.max_inflight)
-        try:
-            return await handler(request)
         finally:
-            self.limits.leave()
+            limits.leave()
 
-    @web.middleware
-    async def canonicalize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        ctx = request[CTX]
-        gw = request[RUNTIME].config.gateway
+    @staticmethod
+    def canonicalize(request: web.Request, ctx: RequestContext, rt: Runtime) -> None:
+        gw = rt.config.gateway
         target = canonicalize(
             request.raw_path, gw.upstream.hosts, max_length=gw.limits.max_url_length
         )
         ctx.host, ctx.path, ctx.query = target.host, target.path, target.query
-        check_headers(request.headers.items())
-        ctx.effective_method = effective_method(ctx.method, request.headers.items())
-        return await handler(request)
+        headers = request.headers.items()
+        check_headers(headers)
+        ctx.effective_method = effective_method(ctx.method, headers)
 
-    @web.middleware
-    async def authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        ctx = request[CTX]
-        ctx.identity = await request[RUNTIME].authn.authenticate(request, ctx)
-        return await handler(strip_credentials(request))
+    @staticmethod
+    async def authenticate(
+        request: web.Request, ctx: RequestContext, rt: Runtime
+    ) -> web.Request:
+        """Identify the client; later stages see the request without its credentials."""
+        ctx.identity = await rt.authn.authenticate(request, ctx)
+        return strip_credentials(request)
 
-    @web.middleware
-    async def limit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        ctx = request[CTX]
-        assert ctx.identity is not None
-        client = request[RUNTIME].config.client(ctx.identity.client)
-        if client is None:
-            return await handler(request)
-        return await self.limits.guard(
-            client, ctx, lambda: handler(request), self.observability.metrics
-        )
-
-    @web.middleware
-    async def authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        ctx = request[CTX]
-        rt = request[RUNTIME]
+    @staticmethod
+    def authorize(ctx: RequestContext, rt: Runtime) -> None:
         assert ctx.identity is not None
         ctx.match = rt.catalog.match(ctx.host, ctx.effective_method, ctx.path, ctx.query)
         decision = rt.policy.authorize(ctx.identity, ctx)
@@ -223,7 +246,12 @@ class Gateway:
                 required_scopes=decision.required_scopes,
                 operation=op,
             )
-        return await handler(request)
+
+    def _authorized(
+        self, request: web.Request, ctx: RequestContext, rt: Runtime, handler: Handler
+    ) -> Awaitable[web.StreamResponse]:
+        self.authorize(ctx, rt)
+        return handler(request)
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         ctx = request[CTX]
@@ -233,20 +261,8 @@ class Gateway:
         assert client is not None
         return await self.forwarder.forward(request, ctx, rt.tokens, client)
 
-    def pipeline(self) -> list[Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]]:
-        return [
-            self.request_id,
-            self.observe,
-            self.render_errors,
-            self.shed,
-            self.canonicalize,
-            self.authenticate,
-            self.limit,
-            self.authorize,
-        ]
-
     def proxy_app(self) -> web.Application:
-        app = web.Application(middlewares=self.pipeline(), client_max_size=0)
+        app = web.Application(middlewares=[self.pipeline], client_max_size=0)
         app.on_response_prepare.append(_send_request_id)
         app.router.add_route("*", "/{tail:.*}", self.forward)
         return app

@@ -86,6 +86,11 @@ class GatewayError(Exception):
         self.operation = operation
         self.headers = dict(headers or {})
 
+    def _retry_after(self, seconds: float) -> None:
+        """Tell the client when to try again: whole seconds, rounded up, at least one."""
+        self.retry_after = seconds
+        self.headers["Retry-After"] = str(max(1, round(seconds + 0.499)))
+
     def body(self, request_id: str) -> dict[str, object]:
         body: dict[str, object] = {
             "error": self.message,
@@ -148,8 +153,7 @@ class TooManyRequests(GatewayError):
 
     def __init__(self, message: str, *, retry_after: float, **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
-        self.retry_after = retry_after
-        self.headers["Retry-After"] = str(max(1, round(retry_after + 0.499)))
+        self._retry_after(retry_after)
 
 
 class UpstreamError(GatewayError):
@@ -163,7 +167,7 @@ class CredentialUnavailable(GatewayError):
 
     def __init__(self, message: str, *, retry_after: float = 5, **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
-        self.headers["Retry-After"] = str(max(1, round(retry_after + 0.499)))
+        self._retry_after(retry_after)
 
 
 class Overloaded(GatewayError):

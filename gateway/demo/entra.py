@@ -66,6 +66,11 @@ def aad_error(status: int, error: str, code: int, description: str) -> web.Respo
     )
 
 
+def grant_error(err: GrantError) -> web.Response:
+    """The token endpoint's answer to a refused grant."""
+    return aad_error(err.status, err.error, err.code, err.description)
+
+
 class EntraStandIn(ManagedIdentityEndpoints):
     """An Entra ID look-alike for the demo and for tests. Start with `await start()`."""
 
@@ -324,7 +329,7 @@ class EntraStandIn(ManagedIdentityEndpoints):
         try:
             tenant = self._tenant(request)
         except GrantError as err:
-            return aad_error(err.status, err.error, err.code, err.description)
+            return grant_error(err)
         base = f"{self.url}/{tenant}"
         return web.json_response(
             {
@@ -352,7 +357,7 @@ class EntraStandIn(ManagedIdentityEndpoints):
         try:
             tenant = self._tenant(request)
         except GrantError as err:
-            return aad_error(err.status, err.error, err.code, err.description)
+            return grant_error(err)
         base = f"{self.url}/{tenant}"
         return web.json_response(
             {
@@ -394,7 +399,7 @@ class EntraStandIn(ManagedIdentityEndpoints):
                 return web.json_response(self._client_credentials(app, tenant, scopes))
             return web.json_response(self._on_behalf_of(app, tenant, scopes, form))
         except GrantError as err:
-            return aad_error(err.status, err.error, err.code, err.description)
+            return grant_error(err)
 
     def _client_credentials(
         self, app: AppRegistration, tenant: str, scopes: list[str]

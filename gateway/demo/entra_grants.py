@@ -60,6 +60,12 @@ class ManagedIdentityRecord:
     system_assigned: bool = False
 
 
+def _expired_assertion() -> GrantError:
+    return GrantError(
+        400, "invalid_client", 700024, "Client assertion is not within its valid time range."
+    )
+
+
 def _bad_signature(reason: str) -> GrantError:
     return GrantError(
         401,
@@ -167,9 +173,7 @@ def _check_certificate_assertion(
             options={"require": ["exp", "aud", "iss", "sub"]},
         )
     except jwt.ExpiredSignatureError:
-        raise GrantError(
-            400, "invalid_client", 700024, "Client assertion is not within its valid time range."
-        ) from None
+        raise _expired_assertion() from None
     except jwt.InvalidAudienceError:
         raise GrantError(
             400,
@@ -217,9 +221,7 @@ def _check_federated_assertion(
             options={"require": ["exp", "aud", "iss", "sub"]},
         )
     except jwt.ExpiredSignatureError:
-        raise GrantError(
-            400, "invalid_client", 700024, "Client assertion is not within its valid time range."
-        ) from None
+        raise _expired_assertion() from None
     except jwt.InvalidAudienceError:
         raise GrantError(
             400,

@@ -15,7 +15,7 @@ import threading
 import msal
 
 from gateway.config.model import Identity, ManagedIdentityCredential
-from gateway.tokens.base import AZURE_DEVOPS_RESOURCE, IssuedToken, TokenAcquisitionError
+from gateway.tokens.base import AZURE_DEVOPS_RESOURCE, IssuedToken
 from gateway.tokens.msal_common import (
     IdentitySession,
     NoHttpCache,
@@ -50,12 +50,7 @@ class ManagedIdentityProvider:
     def _mi_client(self) -> msal.ManagedIdentityClient:
         with self._lock:
             if self._client is None:
-                try:
-                    self._trust = TrustStore(self.identity.ca_file)
-                except OSError as err:
-                    raise TokenAcquisitionError(
-                        "config_error", f"cannot read identity.ca_file: {err.strerror}"
-                    ) from None
+                self._trust = TrustStore.open(self.identity.ca_file)
                 self._session = session_for(self._trust, None)
                 self._client = msal.ManagedIdentityClient(
                     _identity(self.config),

@@ -93,6 +93,16 @@ class TrustStore:
             self._tmp.flush()
             self.verify = self._tmp.name
 
+    @classmethod
+    def open(cls, ca_file: str | None) -> TrustStore:
+        """The store for `identity.ca_file`; an unreadable file is a configuration error."""
+        try:
+            return cls(ca_file)
+        except OSError as err:
+            raise TokenAcquisitionError(
+                "config_error", f"cannot read identity.ca_file: {err.strerror}"
+            ) from None
+
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.close()

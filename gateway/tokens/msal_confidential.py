@@ -201,12 +201,7 @@ class ConfidentialCredential:
                 return self._app
             authority = authority_for(self.identity, self.config.tenant_id)
             if self._trust is None:
-                try:
-                    self._trust = TrustStore(self.identity.ca_file)
-                except OSError as err:
-                    raise TokenAcquisitionError(
-                        "config_error", f"cannot read identity.ca_file: {err.strerror}"
-                    ) from None
+                self._trust = TrustStore.open(self.identity.ca_file)
             credential = self._client_credential()
             self._secrets = (credential,) if isinstance(credential, str) else ()
             app = msal.ConfidentialClientApplication(

@@ -31,6 +31,7 @@ def _wrap(label: str, text: str) -> str:
 
 def summary(config: object, catalog_size: int, out: TextIO) -> None:
     from gateway.config.model import Config
+    from gateway.proxy.bodylimits import describe
 
     assert isinstance(config, Config)
     gw = config.gateway
@@ -75,6 +76,7 @@ def summary(config: object, catalog_size: int, out: TextIO) -> None:
         file=out,
     )
     print(_wrap("audit", "stdout" if gw.audit.file == "-" else (gw.audit.file or "off")), file=out)
+    print(_wrap("body limits", describe(gw.limits)), file=out)
     print(_wrap("policies", ", ".join(policy_files) or "none"), file=out)
     if config.clients:
         print(file=out)

@@ -226,10 +226,30 @@ class Audit(Model):
     file: str | None = "-"  # JSON lines; "-" is stdout; null/"" disables
 
 
+BodyClass = Literal["rest", "git", "packages", "unmatched"]
+
+
+class BodyLimits(Model):
+    """Request body caps per route class (derived from the matched operation); null: none."""
+
+    rest: int | None = Field(32 * 1024 * 1024, ge=0)  # JSON REST APIs under /_apis/
+    git: int | None = Field(None, ge=0)  # git smart HTTP and LFS under /_git/
+    packages: int | None = Field(None, ge=0)  # feed protocols under /_packaging/
+    unmatched: int | None = Field(32 * 1024 * 1024, ge=0)  # no catalog operation (route allow)
+
+    def limit(self, body_class: BodyClass, ceiling: int | None) -> int | None:
+        """The effective cap: the class's, never above `max_body_bytes` (None: no cap)."""
+        own: int | None = getattr(self, body_class)
+        if own is None or ceiling is None:
+            return ceiling if own is None else own
+        return min(own, ceiling)
+
+
 class Limits(Model):
     max_header_bytes: int = Field(16384, gt=0)
     max_url_length: int = Field(8192, gt=0)
-    max_body_bytes: int | None = None  # None: unlimited (git packs can be large)
+    max_body_bytes: int | None = Field(None, ge=0)  # the ceiling over every body_bytes class
+    body_bytes: BodyLimits = BodyLimits()
     idle_timeout_s: float = Field(75, gt=0)
     max_inflight: int = Field(4096, gt=0)
     rewrite_max_bytes: int = Field(8 * 1024 * 1024, gt=0)  # JSON bodies larger stream untouched

@@ -348,6 +348,24 @@ def validate_listen(config: Config) -> list[Problem]:
     return out
 
 
+def validate_limits(config: Config) -> list[Problem]:
+    """Warn where a `body_bytes` class is set above the `max_body_bytes` ceiling."""
+    limits = config.gateway.limits
+    ceiling = limits.max_body_bytes
+    if ceiling is None or "limits" in config.sources.broken_sections:
+        return []
+    out = []
+    given = limits.body_bytes.model_fields_set
+    for name in (n for n in type(limits.body_bytes).model_fields if n in given):
+        value = getattr(limits.body_bytes, name)
+        if value is None or value > ceiling:
+            shown = "no limit" if value is None else f"{value} bytes"
+            message = f"{shown} here, but max_body_bytes ({ceiling}) caps every class"
+            path: PathKey = ("limits", "body_bytes", name)
+            out.append(config.sources.problem(path, message, warning=True))
+    return out
+
+
 def validate_secrets(
     config: Config, from_env: Mapping[tuple[str, PathKey], tuple[str, ...]]
 ) -> list[Problem]:
@@ -386,6 +404,7 @@ def validate_all(
         validate_routes,
         validate_clients,
         validate_listen,
+        validate_limits,
     ):
         problems.extend(check(config))
     problems.extend(validate_secrets(config, from_env or {}))

@@ -4,7 +4,8 @@ Takes the client's request and its RequestContext (canonical host, path and
 query, authorized method, identity) and the token broker; returns the
 StreamResponse relayed from Azure DevOps. Bodies stream both ways with
 backpressure and are never held whole in memory, except JSON bodies the
-rewriter asks for, up to `limits.rewrite_max_bytes`.
+rewriter asks for, up to `limits.rewrite_max_bytes`. Request bodies are capped
+per route class (`gateway.proxy.bodylimits`).
 
 Raises (before anything was sent to the client): PayloadTooLarge (413),
 UpstreamError (502: unreachable, bad response, our credential rejected),
@@ -32,6 +33,7 @@ from gateway.config.model import Client, Config
 from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError
 from gateway.observability import Observability
 from gateway.proxy import headers as hdrs
+from gateway.proxy.bodylimits import body_class, effective_limits
 from gateway.proxy.upstream import BodyReadError, open_session, translate
 from gateway.tokens import TokenBroker
 from gateway.types import RequestContext, UpstreamToken
@@ -107,6 +109,7 @@ class Forwarder:
         """Take a (re)loaded configuration; the session and its pool stay."""
         self.config = config
         self.limits = config.gateway.limits
+        self.body_limits = effective_limits(self.limits)
         self.hosts = config.gateway.upstream.hosts
         self.rewriter = load_rewriter(config)
 
@@ -128,9 +131,10 @@ class Forwarder:
         assert self.session is not None, "Forwarder.start() was not awaited"
         assert ctx.identity is not None
         method = ctx.effective_method or ctx.method
-        limit = self.limits.max_body_bytes
+        kind = body_class(ctx.match)
+        limit = self.body_limits[kind]
         if limit is not None and (request.content_length or 0) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes ({kind} limit)")
         base = hdrs.to_upstream(request.headers)
         base[FEDAUTH[0]] = FEDAUTH[1]
         base["X-Request-ID"] = ctx.request_id

@@ -21,33 +21,43 @@ REST_LIMIT = 64 * 1024
 PUSHES = "/fabrikam/Fabrikam-Fiber/_apis/git/repositories/fiber/pushes?api-version=7.1"
 
 
-async def start(make_fake_azdo: Any, make_gateway: Any, tmp_path: Path,
-                body_bytes: dict[str, int | None]) -> tuple[RunningGateway, FakeAzdo, str]:
+async def start(
+    make_fake_azdo: Any, make_gateway: Any, tmp_path: Path, body_bytes: dict[str, int | None]
+) -> tuple[RunningGateway, FakeAzdo, str]:
     (tmp_path / "repos").mkdir()
     fake = await make_fake_azdo(repos=tmp_path / "repos")
     fake.add_repo("fiber", {"README.md": "# Fabrikam Fiber\n"})
     key, digest = new_key()
     gw = await make_gateway(
-        {"upstream": {"hosts": {"main": fake.url}},
-         "credentials": {"server": {"type": "pat", "pat": PAT}},
-         "limits": {"body_bytes": body_bytes}},
-        {"clients.yaml": {"clients": [
-            {"name": "writer", "credential": "server", "scopes": ["vso.code_write"],
-             "api_keys": [{"id": "w1", "sha256": digest}]},
-        ]}})
+        {
+            "upstream": {"hosts": {"main": fake.url}},
+            "credentials": {"server": {"type": "pat", "pat": PAT}},
+            "limits": {"body_bytes": body_bytes},
+        },
+        {
+            "clients.yaml": {
+                "clients": [
+                    {
+                        "name": "writer",
+                        "credential": "server",
+                        "scopes": ["vso.code_write"],
+                        "api_keys": [{"id": "w1", "sha256": digest}],
+                    },
+                ]
+            }
+        },
+    )
     return gw, fake, key
 
 
 def auth(key: str) -> dict[str, str]:
-    return {"Authorization": aiohttp.encode_basic_auth("", key),
-            "Content-Type": "application/json"}
+    return {"Authorization": aiohttp.encode_basic_auth("", key), "Content-Type": "application/json"}
 
 
 async def denied(s: aiohttp.ClientSession, gw: RunningGateway) -> float:
     async with s.get(gw.admin_url + "/metrics") as r:
         values = metric_values(await r.text())
-    return metric(values, "azdo_gateway_denied_total", client="writer",
-                  reason="payload_too_large")
+    return metric(values, "azdo_gateway_denied_total", client="writer", reason="payload_too_large")
 
 
 async def test_rest_body_over_its_class_limit_is_413_and_git_push_passes(
@@ -73,8 +83,9 @@ async def test_rest_body_over_its_class_limit_is_413_and_git_push_passes(
     await git("add", "data.bin", cwd=work, home=tmp_path)
     await git("commit", "-q", "-m", "large file", cwd=work, home=tmp_path)
     await git("push", "-q", "origin", "main", cwd=work, home=tmp_path)
-    _, subject = await git("log", "-1", "--format=%s", "main",
-                           cwd=tmp_path / "repos" / "fiber.git", home=tmp_path)
+    _, subject = await git(
+        "log", "-1", "--format=%s", "main", cwd=tmp_path / "repos" / "fiber.git", home=tmp_path
+    )
     assert subject.strip() == "large file"
     [*_, push] = [x for x in fake.seen if x.path == REPO + "/git-receive-pack"]
     assert push.headers.get("Transfer-Encoding") == "chunked"
@@ -102,8 +113,9 @@ async def test_chunked_rest_body_over_its_class_limit_is_cut_off(
 async def test_git_class_limit_stops_an_oversized_push(
     make_fake_azdo: Any, make_gateway: Any, tmp_path: Path
 ) -> None:
-    gw, fake, key = await start(make_fake_azdo, make_gateway, tmp_path,
-                                {"rest": None, "git": 256 * 1024})
+    gw, fake, key = await start(
+        make_fake_azdo, make_gateway, tmp_path, {"rest": None, "git": 256 * 1024}
+    )
     await git("clone", "-q", remote(gw, key), "work", cwd=tmp_path, home=tmp_path)
     work = tmp_path / "work"
     (work / "data.bin").write_bytes(os.urandom(2 * 1024 * 1024))
@@ -111,8 +123,9 @@ async def test_git_class_limit_stops_an_oversized_push(
     await git("commit", "-q", "-m", "too large", cwd=work, home=tmp_path)
     code, _ = await git("push", "-q", "origin", "main", cwd=work, home=tmp_path, check=False)
     assert code != 0
-    _, subject = await git("log", "-1", "--format=%s", "main",
-                           cwd=tmp_path / "repos" / "fiber.git", home=tmp_path)
+    _, subject = await git(
+        "log", "-1", "--format=%s", "main", cwd=tmp_path / "repos" / "fiber.git", home=tmp_path
+    )
     assert subject.strip() != "too large"
     async with aiohttp.ClientSession() as s:
         assert await denied(s, gw) == 1
@@ -125,14 +138,32 @@ async def test_unmatched_class_applies_to_route_allowed_requests(
     fake = await make_fake_azdo()
     key, digest = new_key()
     gw = await make_gateway(
-        {"upstream": {"hosts": {"main": fake.url}},
-         "credentials": {"server": {"type": "pat", "pat": PAT}},
-         "limits": {"body_bytes": {"rest": 0, "unmatched": limit}}},
-        {"clients.yaml": {
-            "clients": [{"name": "writer", "credential": "server", "scopes": ["vso.code"],
-                         "api_keys": [{"id": "w1", "sha256": digest}]}],
-            "routes": [{"name": "hooks", "match": {"method": "POST", "path": "/_custom/**"},
-                        "allow": True, "clients": ["writer"]}]}})
+        {
+            "upstream": {"hosts": {"main": fake.url}},
+            "credentials": {"server": {"type": "pat", "pat": PAT}},
+            "limits": {"body_bytes": {"rest": 0, "unmatched": limit}},
+        },
+        {
+            "clients.yaml": {
+                "clients": [
+                    {
+                        "name": "writer",
+                        "credential": "server",
+                        "scopes": ["vso.code"],
+                        "api_keys": [{"id": "w1", "sha256": digest}],
+                    }
+                ],
+                "routes": [
+                    {
+                        "name": "hooks",
+                        "match": {"method": "POST", "path": "/_custom/**"},
+                        "allow": True,
+                        "clients": ["writer"],
+                    }
+                ],
+            }
+        },
+    )
     async with aiohttp.ClientSession() as s:
         async with s.post(gw.url + "/_custom/hook", data=b"{}", headers=auth(key)) as r:
             assert r.status == (413 if limit == 0 else 200)

@@ -56,10 +56,16 @@ def test_git_and_packaging_entries_of_the_catalog_get_their_classes() -> None:
     [
         (None, {}, {"rest": 32 * MIB, "git": None, "packages": None, "unmatched": 32 * MIB}),
         (1000, {}, {"rest": 1000, "git": 1000, "packages": 1000, "unmatched": 1000}),
-        (None, {"rest": 5, "git": 7, "unmatched": None},
-         {"rest": 5, "git": 7, "packages": None, "unmatched": None}),
-        (100, {"rest": 5, "git": None, "packages": 200},
-         {"rest": 5, "git": 100, "packages": 100, "unmatched": 100}),
+        (
+            None,
+            {"rest": 5, "git": 7, "unmatched": None},
+            {"rest": 5, "git": 7, "packages": None, "unmatched": None},
+        ),
+        (
+            100,
+            {"rest": 5, "git": None, "packages": 200},
+            {"rest": 5, "git": 100, "packages": 100, "unmatched": 100},
+        ),
         (None, {"rest": 0}, {"rest": 0, "git": None, "packages": None, "unmatched": 32 * MIB}),
     ],
 )
@@ -80,14 +86,16 @@ def test_classes_set_above_the_ceiling_are_warned_about(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "gateway.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "gateway.yaml").write_text(
+        textwrap.dedent("""\
         limits:
           max_body_bytes: 1000
           body_bytes:
             rest: 500
             git: null
             packages: 2000
-        """))
+        """)
+    )
     config = load(tmp_path / "gateway.yaml", env={})
     assert [w for w in config.warnings if "limits" in w] == [
         "gateway.yaml:5: limits.body_bytes.git: no limit here, "

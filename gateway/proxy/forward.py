@@ -193,18 +193,19 @@ class Forwarder:
                 )
                 # A big body takes a while to parse: do it off the event loop.
                 body = await asyncio.to_thread(rewrite) if len(body) > 1 << 20 else rewrite()
-        response = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
         if body is not None:
-            response.content_length = len(body)
+            # Whole and rewritten: aiohttp sends status line, headers and body
+            # in one write once the pipeline returns.
+            ctx.bytes_out = len(body)
+            ctx.upstream_seconds = time.perf_counter() - started
+            return web.Response(body=body, status=up.status, reason=up.reason, headers=headers)
+        response = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
         await response.prepare(request)
         try:
-            if body is not None:
-                await self._send(response, ctx, body)
-            else:
-                for chunk in prefix:
-                    await self._send(response, ctx, chunk)
-                async for chunk in up.content.iter_any():
-                    await self._send(response, ctx, chunk)
+            for chunk in prefix:
+                await self._send(response, ctx, chunk)
+            async for chunk in up.content.iter_any():
+                await self._send(response, ctx, chunk)
             ctx.upstream_seconds = time.perf_counter() - started
         except (aiohttp.ClientError, TimeoutError) as err:
             if isinstance(err, ConnectionResetError):  # the client went away

@@ -51,6 +51,13 @@ def effective_limits(limits: Limits) -> Mapping[BodyClass, int | None]:
     return {c: limits.body_bytes.limit(c, limits.max_body_bytes) for c in BODY_CLASSES}
 
 
+def too_large(limit: int, body_class: str = "") -> str:
+    """The 413 message: the limit, and the class it belongs to when known."""
+    return f"request body is larger than {limit} bytes" + (
+        f" ({body_class} limit)" if body_class else ""
+    )
+
+
 def describe(limits: Limits) -> str:
     """One line for `check`: 'rest 32 MiB, git no limit, ...'."""
     return ", ".join(f"{c} {_size(n)}" for c, n in effective_limits(limits).items())

@@ -33,7 +33,7 @@ from gateway.config.model import Client, Config
 from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError
 from gateway.observability import Observability
 from gateway.proxy import headers as hdrs
-from gateway.proxy.bodylimits import body_class, effective_limits
+from gateway.proxy.bodylimits import body_class, effective_limits, too_large
 from gateway.proxy.upstream import BodyReadError, open_session, translate
 from gateway.tokens import TokenBroker
 from gateway.types import RequestContext, UpstreamToken
@@ -78,8 +78,10 @@ def load_rewriter(config: Config) -> Rewriter | None:
 class RequestBody:
     """The client's body, streamed upstream once: counted, capped, never buffered."""
 
-    def __init__(self, request: web.Request, ctx: RequestContext, limit: int | None) -> None:
-        self.request, self.ctx, self.limit = request, ctx, limit
+    def __init__(
+        self, request: web.Request, ctx: RequestContext, limit: int | None, kind: str = ""
+    ) -> None:
+        self.request, self.ctx, self.limit, self.kind = request, ctx, limit, kind
         self.started = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -93,7 +95,7 @@ class RequestBody:
                 return
             self.ctx.bytes_in += len(chunk)
             if self.limit is not None and self.ctx.bytes_in > self.limit:
-                raise PayloadTooLarge(f"request body is larger than {self.limit} bytes")
+                raise PayloadTooLarge(too_large(self.limit, self.kind))
             yield chunk
 
 
@@ -134,13 +136,13 @@ class Forwarder:
         kind = body_class(ctx.match)
         limit = self.body_limits[kind]
         if limit is not None and (request.content_length or 0) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes ({kind} limit)")
+            raise PayloadTooLarge(too_large(limit, kind))
         base = hdrs.to_upstream(request.headers)
         base[FEDAUTH[0]] = FEDAUTH[1]
         base["X-Request-ID"] = ctx.request_id
         if "X-TFS-Session" not in base and _GUID.match(ctx.request_id):
             base["X-TFS-Session"] = ctx.request_id  # Azure DevOps' own correlation id (a GUID)
-        body = RequestBody(request, ctx, limit) if request.body_exists else None
+        body = RequestBody(request, ctx, limit, kind) if request.body_exists else None
         url = self.url(ctx)
         for attempt in (1, 2):
             token = await tokens.acquire(ctx.identity, client)

@@ -104,6 +104,8 @@ async def test_chunked_rest_body_over_its_class_limit_is_cut_off(
         try:
             async with s.post(gw.url + PUSHES, data=body(), headers=auth(key)) as r:
                 assert r.status == 413
+                error = (await r.json())["error"]
+                assert error == f"request body is larger than {REST_LIMIT} bytes (rest limit)"
         except aiohttp.ClientError:
             pass  # the gateway may close before the client finished sending
         assert all(x.body_len <= REST_LIMIT for x in fake.seen)

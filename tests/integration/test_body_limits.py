@@ -1,6 +1,6 @@
 """Request body limits per route class, through the real catalog and policy: a REST call
-over its class limit gets 413 and never reaches Azure DevOps, while a git push many times
-larger goes through."""
+over its class limit gets 413 and never reaches Azure DevOps, while a git push or a package
+publish many times larger goes through; each class's own limit holds, also after a reload."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
+from gateway.reload import Reloader
 from tests.fakes.azdo import FakeAzdo
 from tests.harness import RunningGateway, new_key
 from tests.integration.ops_support import metric, metric_values
@@ -170,3 +172,49 @@ async def test_unmatched_class_applies_to_route_allowed_requests(
         async with s.post(gw.url + "/_custom/hook", data=b"{}", headers=auth(key)) as r:
             assert r.status == (413 if limit == 0 else 200)
     assert len(fake.seen) == (0 if limit == 0 else 1)
+
+
+async def test_package_publish_passes_and_a_reload_changes_the_limits(
+    make_fake_azdo: Any, make_gateway: Any
+) -> None:
+    fake = await make_fake_azdo()
+    key, digest = new_key()
+    gw = await make_gateway(
+        {
+            "upstream": {"hosts": {"main": fake.url, "pkgs": fake.url}},
+            "credentials": {"server": {"type": "pat", "pat": PAT}},
+            "limits": {"body_bytes": {"rest": REST_LIMIT}},
+        },
+        {
+            "clients.yaml": {
+                "clients": [
+                    {
+                        "name": "writer",
+                        "credential": "server",
+                        "scopes": ["vso.packaging_write"],
+                        "api_keys": [{"id": "w1", "sha256": digest}],
+                    }
+                ]
+            }
+        },
+    )
+    publish = gw.url + "/_hosts/pkgs/fabrikam/_packaging/feed/nuget/v2/"
+    package = os.urandom(4 * REST_LIMIT)
+    async with aiohttp.ClientSession() as s:
+        async with s.put(publish, data=package, headers=auth(key)) as r:
+            assert r.status == 200
+        assert [x.body_len for x in fake.seen] == [len(package)]
+
+        doc = yaml.safe_load(gw.config_path.read_text())
+        doc["limits"]["body_bytes"]["packages"] = REST_LIMIT
+        gw.config_path.write_text(yaml.safe_dump(doc))
+        reloader = Reloader(gw.gateway, gw.config_path)
+        try:
+            assert await reloader.reload("test")
+        finally:
+            await reloader.close()
+        async with s.put(publish, data=package, headers=auth(key)) as r:
+            assert r.status == 413
+            assert (await r.json())["error"].endswith(f"{REST_LIMIT} bytes (packages limit)")
+        assert len(fake.seen) == 1
+        assert await denied(s, gw) == 1

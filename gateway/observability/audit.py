@@ -8,15 +8,18 @@ the upstream ActivityId. Never a key, a token, a query string or a body: the
 record is built field by field from the context, whose secret-bearing fields
 (`ClientIdentity.user_assertion`) are never read here.
 
-Destination: `audit.file` ("-" is stdout; empty disables). Each line is one
-`write()` on a file opened with O_APPEND, so several worker processes can
-share a file and `logrotate copytruncate` works as is; after a rename-style
-rotation the file is reopened on SIGHUP (`reopen()`) or, at the latest, a
-second after the path stopped pointing at the open file.
+Destination: `audit.file` ("-" is stdout; empty disables). Lines written
+during one turn of the event loop are collected and go out together, whole
+lines only, in one `write()` at the start of the next turn (at once when no
+loop runs, and on `close()`), on a file opened with O_APPEND, so several
+worker processes can share a file and `logrotate copytruncate` works as is;
+after a rename-style rotation the file is reopened on SIGHUP (`reopen()`) or,
+at the latest, a second after the path stopped pointing at the open file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -31,6 +34,7 @@ from gateway.types import RequestContext
 log = logging.getLogger("azdo_gateway.audit")
 
 CHECK_EVERY_S = 1.0
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> dict[str, Any]:
@@ -91,6 +95,8 @@ class AuditLog:
         self._inode: tuple[int, int] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
+        self._pending: list[str] = []  # whole lines not yet written
+        self._scheduled = False
         self.failures = 0
         if self.destination not in (None, "-"):
             self._open()
@@ -107,6 +113,7 @@ class AuditLog:
     def reopen(self) -> None:
         """Reopen the file by name (after logrotate moved it away)."""
         with self._lock:
+            self._flush_locked()
             if self.destination not in (None, "-"):
                 try:
                     self._open()
@@ -127,31 +134,54 @@ class AuditLog:
     def write(self, entry: dict[str, Any]) -> None:
         if self.destination is None:
             return
-        line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n"
+        line = _encode(entry) + "\n"
         if self.destination == "-":
             out: TextIO = sys.stdout
             out.write(line)
             out.flush()
             return
-        data = line.encode()
         with self._lock:
+            self._pending.append(line)
+            if self._scheduled:
+                return
             try:
-                if self._rotated():
-                    self._open()
-                assert self._fd is not None
-                os.write(self._fd, data)
-            except OSError as err:
-                self.failures += 1
-                if self.failures == 1 or self.failures % 1000 == 0:
-                    log.error(
-                        "audit: cannot write %s: %s (%d lines lost)",
-                        self.destination,
-                        err.strerror,
-                        self.failures,
-                    )
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop here: write at once
+                self._flush_locked()
+                return
+            self._scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the lines collected so far."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        try:
+            if self._rotated():
+                self._open()
+            assert self._fd is not None
+            os.write(self._fd, "".join(lines).encode())
+        except OSError as err:
+            self.failures += len(lines)
+            if self.failures == len(lines) or self.failures // 1000 != (
+                self.failures - len(lines)
+            ) // 1000:
+                log.error(
+                    "audit: cannot write %s: %s (%d lines lost)",
+                    self.destination,
+                    err.strerror,
+                    self.failures,
+                )
 
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
+                self._flush_locked()
                 os.close(self._fd)
                 self._fd = None

@@ -45,6 +45,7 @@ _RESULT = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 REQUEST_LABELS = ("client", "operation_area", "method", "status")
+CACHED_CHILDREN = 4096  # labelled children kept per metric for the per-request path
 
 
 def multiprocess_dir() -> str | None:
@@ -164,6 +165,10 @@ class Metrics:
             registry=r,
         )
         self.registry.register(_ExpiryCollector(self))
+        # Per-request label lookups, cached by label tuple (values already bounded).
+        self._finished: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._upstream: dict[tuple[str, str], Histogram] = {}
+        self._areas: dict[str, str] = {}
 
     # --- label bounding --------------------------------------------------
 
@@ -190,18 +195,37 @@ class Metrics:
 
     # --- events ----------------------------------------------------------
 
+    def _area(self, area: str) -> str:
+        label = self._areas.get(area)
+        if label is None:
+            label = area if _NAME.match(area) else OTHER
+            if len(self._areas) >= CACHED_CHILDREN:
+                self._areas.clear()
+            self._areas[area] = label
+        return label
+
     def request_finished(self, ctx: RequestContext, seconds: float) -> None:
         client = self.client(ctx.identity.client if ctx.identity else None)
-        area = NONE
-        if ctx.match is not None:
-            area = ctx.match.operation.area if _NAME.match(ctx.match.operation.area) else OTHER
+        area = NONE if ctx.match is None else self._area(ctx.match.operation.area)
         labels = (client, area, _method(ctx.method), _status(ctx.status))
-        self.requests.labels(*labels).inc()
-        self.request_duration.labels(*labels).observe(seconds)
+        children = self._finished.get(labels)
+        if children is None:
+            if len(self._finished) >= CACHED_CHILDREN:
+                self._finished.clear()
+            children = self._finished[labels] = (
+                self.requests.labels(*labels),
+                self.request_duration.labels(*labels),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if ctx.upstream_seconds is not None:
-            self.upstream_duration.labels(
-                ctx.host if _NAME.match(ctx.host) else OTHER, area
-            ).observe(ctx.upstream_seconds)
+            key = (ctx.host if _NAME.match(ctx.host) else OTHER, area)
+            upstream = self._upstream.get(key)
+            if upstream is None:
+                if len(self._upstream) >= CACHED_CHILDREN:
+                    self._upstream.clear()
+                upstream = self._upstream[key] = self.upstream_duration.labels(*key)
+            upstream.observe(ctx.upstream_seconds)
         if ctx.error_reason is not None and (ctx.status or 0) >= 400:
             self.denied.labels(client, self.reason(ctx.error_reason)).inc()
         decision = ctx.decision

@@ -23,20 +23,6 @@ from tests.integration.tokens_support import (
 )
 
 
-@pytest.fixture
-async def started():
-    brokers: list[TokenBroker] = []
-
-    async def start(broker: TokenBroker) -> TokenBroker:
-        await broker.start()
-        brokers.append(broker)
-        return broker
-
-    yield start
-    for broker in brokers:
-        await broker.close()
-
-
 def _claims(token: UpstreamToken) -> dict:
     return jwt.decode(
         token.header_value.removeprefix("Bearer "), options={"verify_signature": False}

@@ -15,21 +15,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from gateway.config.model import Client, Config, GatewayConfig
 from gateway.errors import CredentialUnavailable
 from gateway.tokens import TokenBroker
-from tests.integration.tokens_support import app_identity, broker_for, config_for, write_cert
-
-
-@pytest.fixture
-async def started():
-    brokers: list[TokenBroker] = []
-
-    async def start(broker: TokenBroker) -> TokenBroker:
-        await broker.start()
-        brokers.append(broker)
-        return broker
-
-    yield start
-    for broker in brokers:
-        await broker.close()
+from tests.integration.tokens_support import (
+    app_identity,
+    broker_for,
+    config_for,
+    write_cert,
+)
 
 
 async def _token(broker: TokenBroker, config, name: str) -> dict:

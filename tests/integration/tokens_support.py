@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gateway.config.model import Client, Config, GatewayConfig
 from gateway.tokens import RefreshPolicy, TokenBroker
@@ -12,6 +15,21 @@ from gateway.types import ClientIdentity
 from tests.fakes.entra import FakeEntra, RecordingMetrics
 
 FAST = RefreshPolicy(backoff_base_s=0.05, backoff_cap_s=0.2, wait_s=5.0)
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[Callable[[TokenBroker], Awaitable[TokenBroker]]]:
+    """`await started(broker)`: start a broker, closed again when the test ends."""
+    brokers: list[TokenBroker] = []
+
+    async def start(broker: TokenBroker) -> TokenBroker:
+        await broker.start()
+        brokers.append(broker)
+        return broker
+
+    yield start
+    for broker in brokers:
+        await broker.close()
 
 
 class Clock:

@@ -23,6 +23,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -37,10 +38,33 @@ CHECK_EVERY_S = 1.0
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+_second: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted
+
+
+def utc_ms(t: float) -> str:
+    """`t` (epoch seconds) as ISO 8601 UTC with milliseconds, e.g. 2026-01-02T03:04:05.678Z.
+
+    The same text as datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+    (microseconds rounded half-even, then cut to milliseconds), with the
+    date and time of day formatted once per second.
+    """
+    if t < 0:
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    frac, whole = math.modf(t)
+    us = round(frac * 1e6)
+    sec = int(whole)
+    if us >= 1_000_000:
+        sec, us = sec + 1, us - 1_000_000
+    last, text = _second[0]
+    if sec != last:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _second[0] = (sec, text)
+    return f"{text}.{us // 1000:03d}Z"
+
+
 def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> dict[str, Any]:
     """The audit record of one request (a plain dict, ready for JSON)."""
     identity, match, decision = ctx.identity, ctx.match, ctx.decision
-    when = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
     allowed: bool | None
     if decision is not None:
         allowed = decision.allowed and ctx.error_reason is None
@@ -54,7 +78,7 @@ def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> 
         else (match.operation.scopes if match else ())
     )
     return {
-        "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": utc_ms(time.time() if now is None else now),
         "requestId": ctx.request_id,
         "client": identity.client if identity else None,
         "authMethod": identity.auth_method if identity else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.integration.ops_support import upstream
 from tests.integration.tokens_support import started
 
-__all__ = ["started"]
+__all__ = ["started", "upstream"]

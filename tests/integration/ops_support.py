@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,18 +22,12 @@ from gateway.config.model import Client, Config
 from gateway.errors import CredentialUnavailable
 from gateway.tokens import TokenBroker
 from gateway.types import ClientIdentity, Decision, Match, Operation, RequestContext, UpstreamToken
+from tests.samples import REPOSITORIES_LIST
 
 OPERATIONS = (
     (
         re.compile(r"^/(?P<org>[^/]+)/(?P<proj>[^/]+)/_apis/git/repositories$"),
-        Operation(
-            "git.Repositories_List",
-            "git",
-            "main",
-            "GET",
-            "/{organization}/{project}/_apis/git/repositories",
-            ("vso.code",),
-        ),
+        REPOSITORIES_LIST,
     ),
     (
         re.compile(r"^/(?P<org>[^/]+)/(?P<proj>[^/]+)/_apis/build/builds$"),
@@ -186,6 +182,14 @@ class Upstream:
             self.hold.set()
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """A stand-in Azure DevOps upstream, stopped when the test ends."""
+    up = await Upstream().start()
+    yield up
+    await up.close()
 
 
 def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

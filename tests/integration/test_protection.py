@@ -5,19 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-import pytest
 
 from tests.harness import new_key
-from tests.integration.ops_support import Upstream, metric, metric_values, use_test_runtime
+from tests.integration.ops_support import metric, metric_values, use_test_runtime
 
 REPOS = "/fabrikam/Fiber/_apis/git/repositories"
-
-
-@pytest.fixture
-async def upstream():
-    up = await Upstream().start()
-    yield up
-    await up.close()
 
 
 async def start(make_gateway, upstream, clients, **gateway_yaml):

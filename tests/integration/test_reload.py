@@ -13,16 +13,9 @@ import yaml
 
 from gateway.reload import Reloader
 from tests.harness import new_key
-from tests.integration.ops_support import Upstream, metric, metric_values, runtime, use_test_runtime
+from tests.integration.ops_support import metric, metric_values, runtime, use_test_runtime
 
 REPOS = "/fabrikam/Fiber/_apis/git/repositories"
-
-
-@pytest.fixture
-async def upstream():
-    up = await Upstream().start()
-    yield up
-    await up.close()
 
 
 def policy(version: str, digest: str) -> dict:

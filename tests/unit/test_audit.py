@@ -8,16 +8,10 @@ import pytest
 
 from gateway.observability import audit as audit_mod
 from gateway.observability.audit import AuditLog, record
-from gateway.types import ClientIdentity, Decision, Match, Operation, RequestContext
+from gateway.types import ClientIdentity, Decision, Match, RequestContext
+from tests.samples import REPOSITORIES_LIST
 
-OP = Operation(
-    id="git.Repositories_List",
-    area="git",
-    host="main",
-    method="GET",
-    template="/{organization}/{project}/_apis/git/repositories",
-    scopes=("vso.code",),
-)
+OP = REPOSITORIES_LIST
 FIELDS = {
     "time",
     "requestId",

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.observability.metrics import Metrics
-from gateway.types import ClientIdentity, Decision, Match, Operation, RequestContext
+from gateway.types import ClientIdentity, Decision, Match, RequestContext
+from tests.samples import REPOSITORIES_LIST
 
 DESIGN_METRICS = {
     "azdo_gateway_requests": "counter",
@@ -26,14 +27,7 @@ DESIGN_METRICS = {
     "azdo_gateway_config_reloads": "counter",
 }
 
-OP = Operation(
-    id="git.Repositories_List",
-    area="git",
-    host="main",
-    method="GET",
-    template="/{organization}/{project}/_apis/git/repositories",
-    scopes=("vso.code",),
-)
+OP = REPOSITORIES_LIST
 
 
 def families(m: Metrics) -> dict[str, object]:

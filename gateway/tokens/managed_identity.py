@@ -10,17 +10,14 @@ The endpoint is local: the session never goes through a proxy.
 
 from __future__ import annotations
 
-import threading
-
 import msal
 
 from gateway.config.model import Identity, ManagedIdentityCredential
 from gateway.tokens.base import AZURE_DEVOPS_RESOURCE, IssuedToken
 from gateway.tokens.msal_common import (
-    IdentitySession,
+    MsalProvider,
     NoHttpCache,
     NoTokenCache,
-    TrustStore,
     call_msal,
     session_for,
 )
@@ -36,22 +33,15 @@ def _identity(config: ManagedIdentityCredential) -> msal.ManagedIdentity:
     return msal.SystemAssignedManagedIdentity()
 
 
-class ManagedIdentityProvider:
+class ManagedIdentityProvider(MsalProvider[ManagedIdentityCredential]):
     def __init__(self, name: str, config: ManagedIdentityCredential, identity: Identity) -> None:
-        self.name = name
-        self.kind: str = config.type
-        self.config = config
-        self.identity = identity
-        self._trust: TrustStore | None = None
+        super().__init__(name, config, identity)
         self._client: msal.ManagedIdentityClient | None = None
-        self._session: IdentitySession | None = None
-        self._lock = threading.Lock()
 
     def _mi_client(self) -> msal.ManagedIdentityClient:
         with self._lock:
             if self._client is None:
-                self._trust = TrustStore.open(self.identity.ca_file)
-                self._session = session_for(self._trust, None)
+                self._session = session_for(self._trust_store(), None)
                 self._client = msal.ManagedIdentityClient(
                     _identity(self.config),
                     http_client=self._session,
@@ -69,10 +59,5 @@ class ManagedIdentityProvider:
 
     def close(self) -> None:
         with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
             self._client = None
-            if self._trust is not None:
-                self._trust.close()
-                self._trust = None
+            self._release()

@@ -18,13 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import msal
 import requests
 import requests.adapters
 import requests.utils
 
+from gateway.config.model import Identity
 from gateway.tokens.base import IssuedToken, TokenAcquisitionError, redact
 
 CONNECT_TIMEOUT_S = 10.0
@@ -114,6 +115,43 @@ def session_for(trust: TrustStore, url: str | None) -> IdentitySession:
     `url=None`: a local endpoint (managed identity), never proxied."""
     proxies = requests.utils.get_environ_proxies(url) if url else {}
     return IdentitySession(trust.verify, proxies)
+
+
+class _Credential(Protocol):
+    @property
+    def type(self) -> str: ...
+
+
+CredentialT = TypeVar("CredentialT", bound=_Credential)
+
+
+class MsalProvider(Generic[CredentialT]):
+    """What every MSAL-backed provider holds: its `credentials` entry, the identity
+    settings, and a trust store and HTTP session that subclasses build under `_lock`."""
+
+    def __init__(self, name: str, config: CredentialT, identity: Identity) -> None:
+        self.name = name
+        self.kind: str = config.type
+        self.config = config
+        self.identity = identity
+        self._trust: TrustStore | None = None
+        self._session: IdentitySession | None = None
+        self._lock = threading.Lock()
+
+    def _trust_store(self) -> TrustStore:
+        """The trust store, opened on first use (call with `_lock` held)."""
+        if self._trust is None:
+            self._trust = TrustStore.open(self.identity.ca_file)
+        return self._trust
+
+    def _release(self) -> None:
+        """Close the session and the trust store (call with `_lock` held)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._trust is not None:
+            self._trust.close()
+            self._trust = None
 
 
 def _description(result: Mapping[str, Any]) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -36,10 +35,9 @@ from gateway.config.model import (
 )
 from gateway.tokens.base import IssuedToken, TokenAcquisitionError
 from gateway.tokens.msal_common import (
-    IdentitySession,
+    MsalProvider,
     NoHttpCache,
     NoTokenCache,
-    TrustStore,
     call_msal,
     session_for,
 )
@@ -134,20 +132,14 @@ class CertificateAssertion:
         return jwt.encode(claims, self._key, algorithm="PS256", headers=self._headers)
 
 
-class ConfidentialCredential:
+class ConfidentialCredential(MsalProvider[AppCredential]):
     """A confidential client (service principal) for one `credentials` entry."""
 
     def __init__(self, name: str, config: AppCredential, identity: Identity) -> None:
-        self.name = name
-        self.kind: str = config.type
-        self.config = config
-        self.identity = identity
-        self._trust: TrustStore | None = None
+        super().__init__(name, config, identity)
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_stamp: object = None
-        self._session: IdentitySession | None = None
         self._secrets: tuple[str | None, ...] = ()
-        self._lock = threading.Lock()
 
     # --- what proves the client ------------------------------------------------
 
@@ -200,8 +192,7 @@ class ConfidentialCredential:
             if self._app is not None and stamp == self._app_stamp:
                 return self._app
             authority = authority_for(self.identity, self.config.tenant_id)
-            if self._trust is None:
-                self._trust = TrustStore.open(self.identity.ca_file)
+            trust = self._trust_store()
             credential = self._client_credential()
             self._secrets = (credential,) if isinstance(credential, str) else ()
             app = msal.ConfidentialClientApplication(
@@ -209,7 +200,7 @@ class ConfidentialCredential:
                 client_credential=credential,
                 authority=authority,
                 instance_discovery=False,
-                http_client=(session := session_for(self._trust, authority)),
+                http_client=(session := session_for(trust, authority)),
                 token_cache=NoTokenCache(),
                 http_cache=NoHttpCache(),
                 azure_region=False,
@@ -241,9 +232,5 @@ class ConfidentialCredential:
 
     def close(self) -> None:
         with self._lock:
-            if self._app is not None:
-                self._app.http_client.close()
-                self._app = None
-            if self._trust is not None:
-                self._trust.close()
-                self._trust = None
+            self._app = None
+            self._release()  # the session is the app's http_client

@@ -147,14 +147,13 @@ class Forwarder:
         for attempt in (1, 2):
             token = await tokens.acquire(ctx.identity, client)
             ctx.credential = token.credential
-            headers = CIMultiDict(base)
-            headers["Authorization"] = token.header_value
+            base["Authorization"] = token.header_value  # a retry replaces it
             started = time.perf_counter()
             try:
                 async with self.session.request(
                     method,
                     url,
-                    headers=headers,
+                    headers=base,
                     data=body.chunks() if body is not None else None,
                     allow_redirects=False,
                 ) as up:

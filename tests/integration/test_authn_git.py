@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from gateway.authn.api_key import key_sha256, new_key
+from tests.gitclient import git_env
 
 pytestmark = pytest.mark.slow
 
@@ -18,14 +18,7 @@ UPSTREAM_PAT = "upstream-pat-for-azure-devops-server"
 
 
 def git(*args: str, cwd: Path | None = None, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ASKPASS": "",
-        "LC_ALL": "C",
-    }
+    env = git_env(home, GIT_ASKPASS="")
     return subprocess.run(
         ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
     )

@@ -4,8 +4,6 @@ URL or from a credential helper, and never a connection to anything but the gate
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ import pytest
 
 from gateway.demo.git_http import run_git
 from tests.fakes.azdo_standin import RecordingAzdo, client, gateway_config, running_azdo
+from tests.gitclient import git_call, git_env
 from tests.harness import new_key
 
 pytestmark = pytest.mark.slow
@@ -32,31 +31,13 @@ class Git:
     trace: Path
 
     async def __call__(self, *args: str, cwd: Path | None = None) -> tuple[int, str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.home),
-            "GIT_CONFIG_GLOBAL": str(self.home / ".gitconfig"),
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_TRACE_CURL": str(self.trace),
-            "GIT_TRACE_CURL_NO_DATA": "1",
-            "LC_ALL": "C",
-            "GIT_AUTHOR_NAME": "Ci",
-            "GIT_AUTHOR_EMAIL": "ci@example.com",
-            "GIT_COMMITTER_NAME": "Ci",
-            "GIT_COMMITTER_EMAIL": "ci@example.com",
-        }
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            *args,
-            cwd=cwd,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        env = git_env(
+            self.home,
+            GIT_CONFIG_GLOBAL=str(self.home / ".gitconfig"),
+            GIT_TRACE_CURL=str(self.trace),
+            GIT_TRACE_CURL_NO_DATA="1",
         )
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(errors="replace")
+        return await git_call(*args, cwd=cwd, env=env)
 
     def hosts_contacted(self) -> set[str]:
         text = self.trace.read_text(errors="replace") if self.trace.exists() else ""

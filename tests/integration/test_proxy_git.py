@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.azdo import FakeAzdo
+from tests.gitclient import git_call, git_env
 from tests.harness import RunningGateway, new_key
 
 PAT = "upstream-pat-for-git"
@@ -19,30 +20,10 @@ REPO = "/fabrikam/Fabrikam-Fiber/_git/fiber"
 
 
 async def git(*args: str, cwd: Path, home: Path, check: bool = True) -> tuple[int, str]:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "Dev",
-        "GIT_AUTHOR_EMAIL": "d@x",
-        "GIT_COMMITTER_NAME": "Dev",
-        "GIT_COMMITTER_EMAIL": "d@x",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    text = out.decode(errors="replace")
+    code, text = await git_call(*args, cwd=cwd, env=git_env(home))
     if check:
-        assert proc.returncode == 0, f"git {' '.join(args)} failed:\n{text}"
-    assert proc.returncode is not None
-    return proc.returncode, text
+        assert code == 0, f"git {' '.join(args)} failed:\n{text}"
+    return code, text
 
 
 @pytest.fixture

@@ -47,6 +47,14 @@ class FakeEntra(EntraStandIn):
         self._held = asyncio.Condition()
         self._counted = asyncio.Condition()
 
+    def identity(self, *audiences: str) -> dict[str, Any]:
+        """The gateway's `identity` config block that trusts this stand-in."""
+        block: dict[str, Any] = {"authority_host": self.url, "tenant_id": self.tenant_id}
+        if audiences:
+            block["audiences"] = list(audiences)
+        block["ca_file"] = str(self.ca_file)
+        return block
+
     def fail(
         self,
         *,

@@ -22,12 +22,7 @@ async def start(make_entra, make_fake_azdo, make_gateway):
     gw = await make_gateway(
         {
             "upstream": {"hosts": {"main": fake.url}},
-            "identity": {
-                "authority_host": entra.url,
-                "tenant_id": entra.tenant_id,
-                "audiences": [AUD],
-                "ca_file": str(entra.ca_file),
-            },
+            "identity": entra.identity(AUD),
             "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}},
         },
         {

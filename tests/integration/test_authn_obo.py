@@ -25,12 +25,7 @@ async def test_user_token_is_validated_then_exchanged_on_behalf_of_that_user(
     gw = await make_gateway(
         {
             "upstream": {"hosts": {"main": fake.url}},
-            "identity": {
-                "authority_host": entra.url,
-                "tenant_id": entra.tenant_id,
-                "audiences": [AUD],
-                "ca_file": str(entra.ca_file),
-            },
+            "identity": entra.identity(AUD),
             "credentials": {
                 "caller": {"type": "on_behalf_of", "client_id": "gw", "client_secret": "gw-secret"}
             },

@@ -36,11 +36,7 @@ async def test_metrics_and_audit_from_real_requests(
     gw = await make_gateway(
         {
             "upstream": {"hosts": {"main": fake.url, "vsrm": f"http://127.0.0.1:{closed_port()}"}},
-            "identity": {
-                "authority_host": entra.url,
-                "tenant_id": entra.tenant_id,
-                "ca_file": str(entra.ca_file),
-            },
+            "identity": entra.identity(),
             "credentials": {
                 "server": {"type": "pat", "pat": PAT},
                 "sp": {"type": "client_secret", "client_id": "gw-sp", "client_secret": SP_SECRET},

@@ -23,8 +23,7 @@ async def _gateway(make_entra, make_fake_azdo, make_gateway, credential, apps=No
     gw = await make_gateway(
         {
             "upstream": {"hosts": {"main": fake.url}},
-            "identity": {"authority_host": entra.url, "tenant_id": entra.tenant_id,
-                         "ca_file": str(entra.ca_file)},
+            "identity": entra.identity(),
             "credentials": {"upstream": credential},
         },
         {"ci.yaml": {"clients": [{"name": "ci", "credential": "upstream",
@@ -114,8 +113,7 @@ async def test_managed_identity_through_the_gateway(
     gw = await make_gateway(
         {
             "upstream": {"hosts": {"main": fake.url}},
-            "identity": {"authority_host": entra.url, "tenant_id": entra.tenant_id,
-                         "ca_file": str(entra.ca_file)},
+            "identity": entra.identity(),
             "credentials": {"mi": credential},
         },
         {"ci.yaml": {"clients": [{"name": "ci", "credential": "mi", "scopes": ["vso.project"],
@@ -144,8 +142,7 @@ async def test_on_behalf_of_end_to_end_each_user_gets_their_own_token(
     gw = await make_gateway(
         {
             "upstream": {"hosts": {"main": fake.url}},
-            "identity": {"authority_host": entra.url, "tenant_id": entra.tenant_id,
-                         "audiences": ["api://azdo-gateway"], "ca_file": str(entra.ca_file)},
+            "identity": entra.identity("api://azdo-gateway"),
             "credentials": {"caller": {"type": "on_behalf_of", "client_id": "gw-app",
                                        "client_secret": SECRET}},
         },

@@ -234,9 +234,7 @@ class Gateway:
         ctx.effective_method = effective_method(ctx.method, headers)
 
     @staticmethod
-    async def authenticate(
-        request: web.Request, ctx: RequestContext, rt: Runtime
-    ) -> web.Request:
+    async def authenticate(request: web.Request, ctx: RequestContext, rt: Runtime) -> web.Request:
         """Identify the client; later stages see the request without its credentials."""
         ctx.identity = await rt.authn.authenticate(request, ctx)
         return strip_credentials(request)

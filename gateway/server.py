@@ -122,8 +122,9 @@ async def start_listeners(gateway: Gateway, config: Config) -> Listeners:
         await proxy.cleanup()
         await admin.cleanup()
         raise
-    return Listeners(proxy, admin, draining, _url(proxy, "https" if tls else "http"),
-                     _url(admin, "http"))
+    return Listeners(
+        proxy, admin, draining, _url(proxy, "https" if tls else "http"), _url(admin, "http")
+    )
 
 
 async def _serve(config: Config) -> None:
@@ -169,8 +170,9 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def serve(config_path: str, *, workers: int | None = 1) -> int:
     """`azdo-gateway run`: 0 after a clean shutdown, 1 when it cannot start."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                            stream=sys.stderr)
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+        )
     try:
         config = load_checked(config_path)
     except ConfigError as err:

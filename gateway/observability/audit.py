@@ -193,9 +193,10 @@ class AuditLog:
             os.write(self._fd, "".join(lines).encode())
         except OSError as err:
             self.failures += len(lines)
-            if self.failures == len(lines) or self.failures // 1000 != (
-                self.failures - len(lines)
-            ) // 1000:
+            if (
+                self.failures == len(lines)
+                or self.failures // 1000 != (self.failures - len(lines)) // 1000
+            ):
                 log.error(
                     "audit: cannot write %s: %s (%d lines lost)",
                     self.destination,

@@ -214,8 +214,8 @@ class Forwarder:
             # Upstream broke mid-body. The status line is already out, so the
             # only honest signal left is to cut the connection: a client never
             # mistakes a truncated body for a whole one.
-            ctx.error_reason = "upstream_timeout" if isinstance(err, TimeoutError) else (
-                "upstream_bad_response"
+            ctx.error_reason = (
+                "upstream_timeout" if isinstance(err, TimeoutError) else ("upstream_bad_response")
             )
             request.protocol.force_close()
             return response

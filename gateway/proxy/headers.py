@@ -20,8 +20,15 @@ Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 # The section also names Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and
 # Upgrade; Trailer is hop-by-hop since RFC 2616 §13.5.1.
 HOP_BY_HOP = frozenset(
-    {"connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding",
-     "upgrade"}
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
 )
 
 # SECURITY: the client's own credentials never reach Azure DevOps: the gateway

@@ -169,7 +169,6 @@ class Gateway:
                     response = await self._admitted(request, ctx, rt, handler)
                 except GatewayError as err:
                     response = self._error_response(request, ctx, err)
-                response.headers["X-Request-ID"] = ctx.request_id
                 ctx.status = response.status
                 ctx.bytes_out = ctx.bytes_out or response.body_length
                 return response

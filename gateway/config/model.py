@@ -358,11 +358,17 @@ class Config:
     warnings: tuple[str, ...] = ()
     sources: SourceMap = field(default_factory=SourceMap, repr=False, compare=False)
 
-    def client(self, name: str) -> Client | None:
+    _by_name: dict[str, Client] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, Client] = {}
         for c in self.clients:
-            if c.name == name:
-                return c
-        return None
+            by_name.setdefault(c.name, c)  # names are unique once validated; first wins
+        object.__setattr__(self, "_by_name", by_name)
+
+    def client(self, name: str) -> Client | None:
+        """The client named `name`: a dict lookup, as every request asks for it."""
+        return self._by_name.get(name)
 
     def locate(self, path: PathKey) -> str:
         """The "file:line: key" of a config element, for messages.

@@ -37,10 +37,8 @@ class RunningGateway:
         await self.gateway.close()
 
 
-async def start_gateway(
-    tmp_path: Path, gateway_yaml: dict[str, Any], policies: dict[str, Any]
-) -> RunningGateway:
-    """Write the config files, load them like `run` does, serve on port 0."""
+def write_config(tmp_path: Path, gateway_yaml: dict[str, Any], policies: dict[str, Any]) -> Path:
+    """Write gateway.yaml (loopback, port 0, audit to a file) and its policy files."""
     pol_dir = tmp_path / "policies"
     pol_dir.mkdir(exist_ok=True)
     for name, body in policies.items():
@@ -53,6 +51,32 @@ async def start_gateway(
     doc["admin"].setdefault("host", "127.0.0.1")
     cfg_path = tmp_path / "gateway.yaml"
     cfg_path.write_text(yaml.safe_dump(doc))
+    return cfg_path
+
+
+def pat_client_config(
+    upstream_url: str, digest: str, *, scopes: list[str], shutdown_grace_s: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """gateway.yaml and policy documents: one key client `ci` behind a PAT credential."""
+    gateway_yaml = {
+        "upstream": {"hosts": {"main": upstream_url}},
+        "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}},
+        "limits": {"shutdown_grace_s": shutdown_grace_s},
+    }
+    client = {
+        "name": "ci",
+        "credential": "server",
+        "scopes": scopes,
+        "api_keys": [{"id": "k1", "sha256": digest}],
+    }
+    return gateway_yaml, {"ci.yaml": {"clients": [client]}}
+
+
+async def start_gateway(
+    tmp_path: Path, gateway_yaml: dict[str, Any], policies: dict[str, Any]
+) -> RunningGateway:
+    """Write the config files, load them like `run` does, serve on port 0."""
+    cfg_path = write_config(tmp_path, gateway_yaml, policies)
     config = load_checked(cfg_path)
     gateway = Gateway(build_runtime(config))
     await gateway.start()

@@ -13,10 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 import trustme
-import yaml
 
 from tests.fakes.permissive import start_proxy
-from tests.harness import new_key
+from tests.harness import new_key, pat_client_config, write_config
 
 
 async def test_admin_endpoints(make_fake_azdo: Any, make_gateway: Any) -> None:
@@ -170,32 +169,9 @@ async def test_run_drains_on_sigterm_and_exits_0(make_fake_azdo: Any, tmp_path: 
     fake = await make_fake_azdo()
     fake.hold_paths = {"/fabrikam/_apis/projects"}
     key, digest = new_key()
-    (tmp_path / "clients.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "clients": [
-                    {
-                        "name": "ci",
-                        "credential": "server",
-                        "scopes": ["vso.project"],
-                        "api_keys": [{"id": "k1", "sha256": digest}],
-                    }
-                ]
-            }
-        )
-    )
-    (tmp_path / "gateway.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "listen": {"host": "127.0.0.1", "port": 0},
-                "admin": {"host": "127.0.0.1", "port": 0},
-                "upstream": {"hosts": {"main": fake.url}},
-                "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}},
-                "policies": ["clients.yaml"],
-                "audit": {"file": str(tmp_path / "audit.jsonl")},
-                "limits": {"shutdown_grace_s": 20},
-            }
-        )
+    cfg = write_config(
+        tmp_path,
+        *pat_client_config(fake.url, digest, scopes=["vso.project"], shutdown_grace_s=20),
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_")}
     proc = await asyncio.create_subprocess_exec(
@@ -204,7 +180,7 @@ async def test_run_drains_on_sigterm_and_exits_0(make_fake_azdo: Any, tmp_path: 
         "gateway",
         "run",
         "-c",
-        str(tmp_path / "gateway.yaml"),
+        str(cfg),
         "--workers",
         "1",
         cwd=Path(__file__).parents[2],

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.harness import new_key
+from tests.harness import new_key, pat_client_config, write_config
 from tests.integration.ops_support import Upstream, metric, metric_values
 
 pytestmark = pytest.mark.slow
@@ -55,34 +55,9 @@ class Supervised:
 async def test_workers_share_a_port_survive_a_crash_and_stop_on_sigterm(tmp_path):
     upstream = await Upstream().start()
     key, digest = new_key()
-    (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "ci.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "clients": [
-                    {
-                        "name": "ci",
-                        "credential": "server",
-                        "scopes": ["vso.project"],
-                        "api_keys": [{"id": "k1", "sha256": digest}],
-                    }
-                ]
-            }
-        )
-    )
-    cfg = tmp_path / "gateway.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "listen": {"host": "127.0.0.1", "port": 0},
-                "admin": {"host": "127.0.0.1", "port": 0},
-                "upstream": {"hosts": {"main": upstream.url}},
-                "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}},
-                "policies": ["policies/*.yaml"],
-                "audit": {"file": str(tmp_path / "audit.jsonl")},
-                "limits": {"shutdown_grace_s": 5},
-            }
-        )
+    cfg = write_config(
+        tmp_path,
+        *pat_client_config(upstream.url, digest, scopes=["vso.project"], shutdown_grace_s=5),
     )
     metrics_dir = tmp_path / "metrics"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AZDO_GATEWAY")}

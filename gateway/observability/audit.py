@@ -30,12 +30,28 @@ import threading
 import time
 from typing import Any, TextIO
 
+import orjson
+
 from gateway.types import RequestContext
 
 log = logging.getLogger("azdo_gateway.audit")
 
 CHECK_EVERY_S = 1.0
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_fallback = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode_line(entry: dict[str, Any]) -> bytes:
+    """One JSON line, UTF-8, compact, ending in a newline.
+
+    orjson does it in a tenth of the time of the standard library. It refuses
+    what is not valid UTF-8 (a header value with undecodable bytes keeps them as
+    lone surrogates); such a record is written by the standard library with
+    non-ASCII characters escaped, which is still one valid JSON line.
+    """
+    try:
+        return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return (_fallback(entry) + "\n").encode("ascii")
 
 
 _second: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted
@@ -119,7 +135,7 @@ class AuditLog:
         self._inode: tuple[int, int] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
-        self._pending: list[str] = []  # whole lines not yet written
+        self._pending: list[bytes] = []  # whole lines not yet written
         self._scheduled = False
         self.failures = 0
         if self.destination not in (None, "-"):
@@ -158,10 +174,10 @@ class AuditLog:
     def write(self, entry: dict[str, Any]) -> None:
         if self.destination is None:
             return
-        line = _encode(entry) + "\n"
+        line = encode_line(entry)
         if self.destination == "-":
             out: TextIO = sys.stdout
-            out.write(line)
+            out.write(line.decode())
             out.flush()
             return
         with self._lock:
@@ -190,7 +206,7 @@ class AuditLog:
             if self._rotated():
                 self._open()
             assert self._fd is not None
-            os.write(self._fd, "".join(lines).encode())
+            os.write(self._fd, b"".join(lines))
         except OSError as err:
             self.failures += len(lines)
             if (

@@ -134,3 +134,25 @@ def test_unwritable_destination_does_not_raise(tmp_path):
     log.write({"n": 1})
     assert log.failures == 1
     log._fd = None
+
+
+def test_line_is_the_record_as_compact_json():
+    rec = record(allowed_ctx(), 0.05, now=0)
+    line = audit_mod.encode_line(rec)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == rec
+    assert line.decode() == json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+def test_undecodable_header_value_still_gives_one_valid_line(tmp_path):
+    # aiohttp keeps header bytes that are not UTF-8 as lone surrogates
+    c = allowed_ctx()
+    c.upstream_rate_limit = {"retry-after": "5\udcff"}
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    log.write(record(c, 0.001))
+    log.write({"n": "ü"})
+    log.close()
+    first, second = path.read_bytes().splitlines()
+    assert json.loads(first)["upstreamRateLimit"] == {"retry-after": "5\udcff"}
+    assert json.loads(second) == {"n": "ü"}

@@ -46,6 +46,7 @@ _RESULT = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 REQUEST_LABELS = ("client", "operation_area", "method", "status")
 CACHED_CHILDREN = 4096  # labelled children kept per metric for the per-request path
+_RawLabels = tuple[str | None, str | None, str, int | None]  # client, area, method, status
 
 
 def multiprocess_dir() -> str | None:
@@ -71,6 +72,10 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._names: frozenset[str] = frozenset()
         self._credentials: frozenset[str] = frozenset()
+        # The per-request children, cached by the raw values they are labelled from
+        # (see `request_finished`); emptied when full and when the bounds change.
+        self._finished: dict[_RawLabels, tuple[str, Counter, Histogram]] = {}
+        self._upstream: dict[tuple[str, str | None], Histogram] = {}
         self.known(clients=names)
         r = self.registry
         self.requests = Counter(
@@ -165,10 +170,6 @@ class Metrics:
             registry=r,
         )
         self.registry.register(_ExpiryCollector(self))
-        # Per-request label lookups, cached by label tuple (values already bounded).
-        self._finished: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
-        self._upstream: dict[tuple[str, str], Histogram] = {}
-        self._areas: dict[str, str] = {}
 
     # --- label bounding --------------------------------------------------
 
@@ -176,6 +177,8 @@ class Metrics:
         """Declare the configured client and credential names (on start and reload)."""
         self._names = frozenset(clients)
         self._credentials = frozenset(credentials)
+        self._finished.clear()  # a client's label may differ now
+        self._upstream.clear()
 
     def client(self, name: str | None) -> str:
         if name is None:
@@ -195,42 +198,57 @@ class Metrics:
 
     # --- events ----------------------------------------------------------
 
-    def _area(self, area: str) -> str:
-        label = self._areas.get(area)
-        if label is None:
-            label = area if _NAME.match(area) else OTHER
-            if len(self._areas) >= CACHED_CHILDREN:
-                self._areas.clear()
-            self._areas[area] = label
-        return label
-
     def request_finished(self, ctx: RequestContext, seconds: float) -> None:
-        client = self.client(ctx.identity.client if ctx.identity else None)
-        area = NONE if ctx.match is None else self._area(ctx.match.operation.area)
-        labels = (client, area, _method(ctx.method), _status(ctx.status))
-        children = self._finished.get(labels)
+        identity, match = ctx.identity, ctx.match
+        # Most requests repeat a few (client, area, method, status) tuples: the label
+        # bounding and the prometheus child lookups run once per tuple, not per request.
+        # Any raw value may be a key (the cache is bounded); what reaches a label is not.
+        raw = (
+            identity.client if identity else None,
+            match.operation.area if match else None,
+            ctx.method,
+            ctx.status,
+        )
+        children = self._finished.get(raw)
         if children is None:
-            if len(self._finished) >= CACHED_CHILDREN:
-                self._finished.clear()
-            children = self._finished[labels] = (
-                self.requests.labels(*labels),
-                self.request_duration.labels(*labels),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+            children = self._request_children(raw)
+        client, requests, duration = children
+        requests.inc()
+        duration.observe(seconds)
         if ctx.upstream_seconds is not None:
-            key = (ctx.host if _NAME.match(ctx.host) else OTHER, area)
-            upstream = self._upstream.get(key)
+            upstream = self._upstream.get((ctx.host, raw[1]))
             if upstream is None:
-                if len(self._upstream) >= CACHED_CHILDREN:
-                    self._upstream.clear()
-                upstream = self._upstream[key] = self.upstream_duration.labels(*key)
+                upstream = self._upstream_child(ctx.host, raw[1])
             upstream.observe(ctx.upstream_seconds)
         if ctx.error_reason is not None and (ctx.status or 0) >= 400:
             self.denied.labels(client, self.reason(ctx.error_reason)).inc()
         decision = ctx.decision
         if decision is not None and decision.report_only:
             self.report_only.labels(client, self.reason(decision.reason)).inc()
+
+    @staticmethod
+    def _area(area: str | None) -> str:
+        return NONE if area is None else area if _NAME.match(area) else OTHER
+
+    def _request_children(self, raw: _RawLabels) -> tuple[str, Counter, Histogram]:
+        name, area, method, status = raw
+        labels = (self.client(name), self._area(area), _method(method), _status(status))
+        if len(self._finished) >= CACHED_CHILDREN:
+            self._finished.clear()
+        children = self._finished[raw] = (
+            labels[0],
+            self.requests.labels(*labels),
+            self.request_duration.labels(*labels),
+        )
+        return children
+
+    def _upstream_child(self, host: str, area: str | None) -> Histogram:
+        if len(self._upstream) >= CACHED_CHILDREN:
+            self._upstream.clear()
+        child = self._upstream[(host, area)] = self.upstream_duration.labels(
+            host if _NAME.match(host) else OTHER, self._area(area)
+        )
+        return child
 
     def token_acquired(self, credential: str, result: str) -> None:
         """An acquisition from the identity provider: result `ok` or a failure reason."""

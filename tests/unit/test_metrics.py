@@ -102,6 +102,21 @@ def test_request_labels_are_bounded():
     assert "<script>" not in text
 
 
+def test_a_client_added_by_a_reload_gets_its_own_label():
+    m = Metrics(CollectorRegistry(), names=["ci"])
+    newcomer = ctx(identity=ClientIdentity("nightly", "api_key", "k"), status=200)
+    m.request_finished(newcomer, 0.01)  # not configured (yet): counted as "other"
+    m.known(clients=["ci", "nightly"])
+    m.request_finished(newcomer, 0.01)
+    m.request_finished(newcomer, 0.01)
+    requests = "azdo_gateway_requests_total"
+    assert sample(m, requests, client="other", status="200") == 1
+    assert sample(m, requests, client="nightly", status="200") == 2
+    m.known(clients=["ci"])  # and removed again
+    m.request_finished(newcomer, 0.01)
+    assert sample(m, requests, client="other", status="200") == 2
+
+
 def test_token_events_and_expiry_is_seconds_to_go():
     m = Metrics(CollectorRegistry())
     m.known(credentials=["build-sp"])

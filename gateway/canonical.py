@@ -54,6 +54,7 @@ _PATH_CHARS = _UNRESERVED | frozenset("!$&'()*+,;=:@/%")
 _QUERY_CHARS = _PATH_CHARS | frozenset("?")
 # Query strings in the wild also carry these unencoded; they cannot change the path.
 _QUERY_LENIENT = frozenset('[]{}|^`"<>')
+_QUERY_ALLOWED = _QUERY_CHARS | _QUERY_LENIENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,32 @@ def canonicalize(
     if not set(path) <= _PATH_CHARS:
         bad = sorted(set(path) - _PATH_CHARS)[0]
         raise _reject(f"character {bad!r} is not allowed unencoded in a path")
-    _check_query(query)
+    if query:
+        _check_query(query)
+    if _plain(path):
+        return Target(host="main", path=path, query=query)
+    host, canonical = _canonical_path(path, hosts)
+    return Target(host=host, path=canonical, query=query)
+
+
+def _plain(path: str) -> bool:
+    """True when `_canonical_path` would accept `path` unchanged, on the main host.
+
+    The usual case. Without percent-encodings every segment is already
+    canonical; without '//', '/.' and a /_hosts/ prefix no segment can be empty,
+    a dot segment or a host name. Whatever this is unsure of takes the full walk.
+    """
+    return (
+        "%" not in path
+        and "//" not in path
+        and "/." not in path
+        and path[1:7].lower() != HOSTS_PREFIX
+        and path.count("/") <= MAX_SEGMENTS
+    )
+
+
+def _canonical_path(path: str, hosts: Collection[str]) -> tuple[str, str]:
+    """The host key and canonical path of a path whose characters were checked."""
     raw_segments = path.split("/")[1:]
     if len(raw_segments) > MAX_SEGMENTS:
         raise _reject(f"path has more than {MAX_SEGMENTS} segments", "bad_request")
@@ -176,13 +202,12 @@ def canonicalize(
         segments = segments[2:]
         if segments and segments[0].lower() == HOSTS_PREFIX:
             raise _reject("nested /_hosts/ prefix")
-    return Target(host=host, path="/" + "/".join(segments), query=query)
+    return host, "/" + "/".join(segments)
 
 
 def _check_query(query: str) -> None:
-    for ch in query:
-        if ch not in _QUERY_CHARS and ch not in _QUERY_LENIENT:
-            raise _reject("control, space or non-ASCII character in query string")
+    if not set(query) <= _QUERY_ALLOWED:
+        raise _reject("control, space or non-ASCII character in query string")
     i = query.find("%")
     while i >= 0:
         hexa = query[i + 1 : i + 3]
@@ -193,11 +218,24 @@ def _check_query(query: str) -> None:
         i = query.find("%", i + 3)
 
 
+# Header name as sent -> lower case with '_' as '-': clients send the same few names
+# on every request. Bounded: once full, new names are normalized without keeping them.
+_normalized: dict[str, str] = {}
+MAX_NORMALIZED = 1024
+
+
+def _normalize(name: str) -> str:
+    key = name.lower().replace("_", "-")
+    if len(_normalized) < MAX_NORMALIZED:
+        _normalized[name] = key
+    return key
+
+
 def check_headers(headers: Iterable[tuple[str, str]]) -> None:
     """Reject headers that could make upstream see another target than the one authorized."""
     seen: set[str] = set()
     for name, _ in headers:
-        key = name.lower().replace("_", "-")
+        key = _normalized.get(name) or _normalize(name)
         if key in TARGET_HEADERS:
             # SECURITY: the gateway authorizes the request line's target; a server or
             # module behind it that honours these would act on a different one.
@@ -217,7 +255,7 @@ def effective_method(method: str, headers: Iterable[tuple[str, str]]) -> str:
     """
     named: set[str] = set()
     for name, value in headers:
-        if name.lower().replace("_", "-") in OVERRIDE_HEADERS:
+        if (_normalized.get(name) or _normalize(name)) in OVERRIDE_HEADERS:
             named.update(v.strip().upper() for v in value.split(","))
     if not named:
         return method.upper()

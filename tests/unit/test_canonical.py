@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.canonical import Target, canonicalize, check_headers, effective_method
+from gateway.canonical import (
+    Target,
+    _canonical_path,
+    _plain,
+    canonicalize,
+    check_headers,
+    effective_method,
+)
 from gateway.catalog import Catalog
 from gateway.config.model import DEFAULT_HOSTS
 from gateway.errors import BadRequest
@@ -222,6 +229,30 @@ def test_canonicalization_is_idempotent(raw: str) -> None:
     again = canonicalize(first.path + (("?" + first.query) if first.query else ""), HOSTS)
     if first.host == "main":
         assert again == first
+
+
+_PLAIN_PATHS = st.lists(
+    st.lists(
+        st.sampled_from(list("aZ09-._~!$&'()*+,;=:@") + ["_hosts", "vsrm", ""]), max_size=4
+    ).map("".join),
+    max_size=6,
+).map(lambda segs: "/" + "/".join(segs))
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
+@given(_PLAIN_PATHS)
+def test_the_shortcut_only_takes_paths_the_full_walk_leaves_unchanged(path: str) -> None:
+    if not _plain(path):
+        return
+    assert _canonical_path(path, HOSTS) == ("main", path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/a//b", "/a/./b", "/a/../b", "/.x", "/a/%41", "/_hosts/vsrm/x", "/_HOSTS", "/a" * 129],
+)
+def test_the_shortcut_leaves_the_rest_to_the_full_walk(path: str) -> None:
+    assert not _plain(path)
 
 
 @settings(max_examples=400, deadline=None, derandomize=True)

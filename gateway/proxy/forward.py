@@ -24,17 +24,16 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from gateway.config.model import Client, Config
 from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError
 from gateway.observability import Observability
 from gateway.proxy import headers as hdrs
 from gateway.proxy.bodylimits import body_class, effective_limits, too_large
-from gateway.proxy.upstream import BodyReadError, open_session, translate
+from gateway.proxy.client import Origin, UpstreamFailure, UpstreamPool, UpstreamResponse
+from gateway.proxy.upstream import BodyReadError, tls_context, translate
 from gateway.tokens import TokenBroker
 from gateway.types import RequestContext, UpstreamToken
 
@@ -100,37 +99,44 @@ class RequestBody:
 
 
 class Forwarder:
-    """One pooled keep-alive ClientSession per process, shared by all requests."""
+    """One pool of keep-alive upstream connections per process, shared by all requests."""
 
     def __init__(self, config: Config, observability: Observability) -> None:
         self.observability = observability
-        self.session: aiohttp.ClientSession | None = None
+        self.pool: UpstreamPool | None = None
         self.configure(config)
 
     def configure(self, config: Config) -> None:
-        """Take a (re)loaded configuration; the session and its pool stay."""
+        """Take a (re)loaded configuration. The pool and its connections stay;
+        new timeouts apply to the next requests (`upstream.ca_file` needs a restart)."""
         self.config = config
         self.limits = config.gateway.limits
         self.body_limits = effective_limits(self.limits)
-        self.hosts = config.gateway.upstream.hosts
+        upstream = config.gateway.upstream
+        self.origins = {name: Origin.parse(url) for name, url in upstream.hosts.items()}
+        if self.pool is not None:
+            self.pool.connect_timeout = upstream.connect_timeout_s
+            self.pool.read_timeout = upstream.read_timeout_s
         self.rewriter = load_rewriter(config)
 
     async def start(self) -> None:
-        self.session = open_session(self.config)
+        upstream = self.config.gateway.upstream
+        self.pool = UpstreamPool(
+            ssl_context=tls_context(upstream.ca_file),
+            connect_timeout=upstream.connect_timeout_s,
+            read_timeout=upstream.read_timeout_s,
+        )
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
-
-    def url(self, ctx: RequestContext) -> URL:
-        target = self.hosts[ctx.host] + ctx.path + ("?" + ctx.query if ctx.query else "")
-        return URL(target, encoded=True)
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
 
     async def forward(
         self, request: web.Request, ctx: RequestContext, tokens: TokenBroker, client: Client
     ) -> web.StreamResponse:
-        assert self.session is not None, "Forwarder.start() was not awaited"
+        pool = self.pool
+        assert pool is not None, "Forwarder.start() was not awaited"
         assert ctx.identity is not None
         method = ctx.effective_method or ctx.method
         kind = body_class(ctx.match)
@@ -143,20 +149,22 @@ class Forwarder:
         if "X-TFS-Session" not in base and _GUID.match(ctx.request_id):
             base["X-TFS-Session"] = ctx.request_id  # Azure DevOps' own correlation id (a GUID)
         body = RequestBody(request, ctx, limit, kind) if request.body_exists else None
-        url = self.url(ctx)
+        origin = self.origins[ctx.host]
+        target = origin.prefix + ctx.path + ("?" + ctx.query if ctx.query else "")
         for attempt in (1, 2):
             token = await tokens.acquire(ctx.identity, client)
             ctx.credential = token.credential
             base["Authorization"] = token.header_value  # a retry replaces it
             started = time.perf_counter()
             try:
-                async with self.session.request(
+                up = await pool.request(
+                    origin,
                     method,
-                    url,
-                    headers=base,
-                    data=body.chunks() if body is not None else None,
-                    allow_redirects=False,
-                ) as up:
+                    target,
+                    base.items(),
+                    body.chunks() if body is not None else None,
+                )
+                try:
                     ctx.upstream_status = up.status
                     ctx.activity_id = up.headers.get("ActivityId")
                     if up.status in CREDENTIAL_REJECTED:
@@ -166,7 +174,10 @@ class Forwarder:
                             continue
                         raise _rejected(token, up.status)
                     return await self.relay(request, ctx, up, started)
-            except (aiohttp.ClientError, TimeoutError) as err:
+                finally:
+                    up.release()
+            except (UpstreamFailure, TimeoutError, BodyReadError) as err:
+                # Before anything was sent to the client (relay handles the rest).
                 raise translate(err, ctx.host) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -174,7 +185,7 @@ class Forwarder:
         self,
         request: web.Request,
         ctx: RequestContext,
-        up: aiohttp.ClientResponse,
+        up: UpstreamResponse,
         started: float,
     ) -> web.StreamResponse:
         """Send upstream's answer to the client: buffered for rewriting, or streamed."""
@@ -205,12 +216,12 @@ class Forwarder:
         try:
             for chunk in prefix:
                 await self._send(response, ctx, chunk)
-            async for chunk in up.content.iter_any():
+            async for chunk in up.chunks():
                 await self._send(response, ctx, chunk)
             ctx.upstream_seconds = time.perf_counter() - started
-        except (aiohttp.ClientError, TimeoutError) as err:
-            if isinstance(err, ConnectionResetError):  # the client went away
-                return response
+        except ConnectionResetError:  # the client went away
+            return response
+        except (UpstreamFailure, TimeoutError) as err:
             # Upstream broke mid-body. The status line is already out, so the
             # only honest signal left is to cut the connection: a client never
             # mistakes a truncated body for a whole one.
@@ -222,14 +233,14 @@ class Forwarder:
         await response.write_eof()
         return response
 
-    async def _buffer(self, up: aiohttp.ClientResponse) -> tuple[bytes | None, list[bytes]]:
+    async def _buffer(self, up: UpstreamResponse) -> tuple[bytes | None, list[bytes]]:
         """Read a body the rewriter wants, up to the cap; past it, hand back the prefix."""
         cap = self.limits.rewrite_max_bytes
         if up.content_length is not None and up.content_length > cap:
             return None, []
         chunks: list[bytes] = []
         size = 0
-        async for chunk in up.content.iter_any():
+        async for chunk in up.chunks():
             chunks.append(chunk)
             size += len(chunk)
             if size > cap:

@@ -161,9 +161,7 @@ class _Connection(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_list.append(
-            (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
-        )
+        self.header_list.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
@@ -216,10 +214,10 @@ class _Connection(asyncio.Protocol):
         self.close()
         self._wake()
 
-    async def wait(self, timeout: float | None) -> None:
-        """Until something happens on this connection, or `timeout` seconds pass."""
+    async def wait(self, idle_s: float | None) -> None:
+        """Until something happens on this connection; TimeoutError after `idle_s` seconds."""
         waiter = self.waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout, _expire, waiter) if timeout else None
+        timer = self.loop.call_later(idle_s, _expire, waiter) if idle_s else None
         try:
             await waiter
         finally:
@@ -368,7 +366,7 @@ class UpstreamPool:
                 return await self._exchange(origin, conn, data, body, chunked, head_only)
             except _Stale:
                 if not reused:
-                    raise BadResponse("connection closed without an answer")
+                    raise BadResponse("connection closed without an answer") from None
                 # a connection upstream had closed while idle: once more, on another
 
     async def _exchange(

@@ -16,7 +16,6 @@ Denied (403) when it is of its kind but not good.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from collections.abc import Mapping
@@ -107,7 +106,7 @@ def _basic(encoded: str) -> Presented | None:
     if not encoded:
         return None
     try:
-        raw = base64.b64decode(encoded, validate=True)
+        raw = binascii.a2b_base64(encoded, strict_mode=True)  # = b64decode(validate=True)
     except (binascii.Error, ValueError):
         raise _malformed("the Basic credential is not valid base64") from None
     try:

@@ -247,6 +247,28 @@ def test_throttle_window_ends_and_memory_is_bounded():
     assert len(t) <= 50
 
 
+def test_throttle_holds_each_source_until_its_own_window_ends():
+    now = [1000.0]
+    t = FailureThrottle(max_failures=2, window_s=10, clock=lambda: now[0])
+    t.check("192.0.2.1")  # nothing failed yet
+    t.failed("192.0.2.1")
+    t.failed("192.0.2.1")
+    now[0] = 1005.0
+    t.failed("192.0.2.2")
+    t.failed("192.0.2.2")
+    now[0] = 1009.9
+    for source in ("192.0.2.1", "192.0.2.2"):
+        with pytest.raises(TooManyRequests):
+            t.check(source)
+    now[0] = 1010.0
+    t.check("192.0.2.1")
+    with pytest.raises(TooManyRequests):
+        t.check("192.0.2.2")
+    now[0] = 1015.0
+    t.check("192.0.2.2")
+    assert len(t) == 0
+
+
 def test_ipv6_sources_count_per_64():
     assert source_key("2001:db8:1:2::1") == source_key("2001:db8:1:2:ffff::9")
     assert source_key("2001:db8:1:3::1") != source_key("2001:db8:1:2::1")

@@ -1,7 +1,8 @@
 """Wiring: builds a Runtime from a Config and the aiohttp apps around it.
 
 The request pipeline of DESIGN.md, listed once in `PIPELINE` and run in that
-order by the one middleware `Gateway.pipeline`:
+order by `Gateway.handle`, the one handler of the proxy's low-level aiohttp
+server (no router, middlewares or signals: every request takes the same way):
 
     request id -> observe (metrics + audit) -> render errors -> shed
     -> canonicalize -> authenticate -> limit -> match + authorize
@@ -17,15 +18,16 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from gateway.authn import Authentication, strip_credentials
+from gateway.authn import Authentication
 from gateway.canonical import canonicalize, check_headers, effective_method
 from gateway.catalog import Catalog
-from gateway.config.model import Config
+from gateway.config.model import Client, Config
 from gateway.errors import Denied, GatewayError
 from gateway.limits import Limiter
 from gateway.observability import Observability
@@ -36,21 +38,20 @@ from gateway.types import RequestContext
 
 log = logging.getLogger("azdo_gateway")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CTX = web.RequestKey("ctx", RequestContext)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-# The stages every proxied request passes, in order (see `Gateway.pipeline`).
+# The stages every proxied request passes, in order (see `Gateway.handle`).
 PIPELINE = (
     "request_id",  # take or make X-Request-ID; pin the current Runtime
     "observe",  # metrics and the audit line, whatever the outcome
     "render_errors",  # a GatewayError becomes its JSON (or git text) answer
     "shed",  # 503 when the process has limits.max_inflight requests
     "canonicalize",  # raw target -> upstream host, canonical path and query
-    "authenticate",  # key or Entra token -> ClientIdentity; credentials removed
+    "authenticate",  # key, Entra token or client certificate -> ClientIdentity
     "limit",  # the client's rate limits; learns from upstream's throttling headers
     "authorize",  # catalog match and the client's policy
-    "forward",  # upstream token, stream both ways, rewrite URLs
+    "forward",  # upstream token, stream both ways (credentials dropped), rewrite URLs
 )
 
 
@@ -88,13 +89,6 @@ def build_runtime(config: Config, catalog: Catalog | None = None) -> Runtime:
         authn=Authentication(config),
         tokens=TokenBroker(config),
     )
-
-
-async def _send_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer, streamed or not, carries the request id (set before headers go out)."""
-    ctx = request.get(CTX)
-    if ctx is not None:
-        response.headers["X-Request-ID"] = ctx.request_id
 
 
 class Gateway:
@@ -143,14 +137,11 @@ class Gateway:
 
     # --- the pipeline ----------------------------------------------------
     #
-    # One aiohttp middleware runs every stage, in the order `PIPELINE` lists:
-    # a chain of eight middlewares cost a wrapper call and a coroutine per
-    # stage on every request. The stages that wrap the rest (request id,
-    # observe, render errors, shed, limit) are the try blocks below; the others
-    # are plain calls.
+    # One handler runs every stage, in the order `PIPELINE` lists. The stages
+    # that wrap the rest (request id, observe, render errors, shed, limit) are
+    # the try blocks below; the others are plain calls.
 
-    @web.middleware
-    async def pipeline(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         # request id: pin the Runtime this request uses from start to end
         given = request.headers.get("X-Request-ID", "")
         rid = given if _REQUEST_ID.match(given) else new_request_id()
@@ -166,9 +157,11 @@ class Gateway:
             try:
                 # render errors: a GatewayError from any later stage becomes its answer
                 try:
-                    response = await self._admitted(request, ctx, rt, handler)
+                    response = await self._admitted(request, ctx, rt)
                 except GatewayError as err:
                     response = self._error_response(request, ctx, err)
+                if not response.prepared:  # a streamed answer got it from the forwarder
+                    response.headers["X-Request-ID"] = rid
                 ctx.status = response.status
                 ctx.bytes_out = ctx.bytes_out or response.body_length
                 return response
@@ -187,7 +180,7 @@ class Gateway:
 
     @staticmethod
     def _error_response(
-        request: web.Request, ctx: RequestContext, err: GatewayError
+        request: web.BaseRequest, ctx: RequestContext, err: GatewayError
     ) -> web.Response:
         ctx.error_reason = err.reason
         as_text = request.headers.get("User-Agent", "").startswith("git/")
@@ -199,30 +192,34 @@ class Gateway:
         )
 
     async def _admitted(
-        self, request: web.Request, ctx: RequestContext, rt: Runtime, handler: Handler
+        self, request: web.BaseRequest, ctx: RequestContext, rt: Runtime
     ) -> web.StreamResponse:
         limits = self.limits
         # shed: refuse early when the process is full
         limits.enter(rt.config.gateway.limits.max_inflight)
         try:
             self.canonicalize(request, ctx, rt)
-            request = await self.authenticate(request, ctx, rt)
+            # authenticate: the credential headers stay on the request, and the
+            # forwarder's header cleaning (gateway.proxy.headers) is the one place
+            # that keeps them from upstream.
+            ctx.identity = identity = await rt.authn.authenticate(request, ctx)
             # limit: the client's rate limits around the rest
-            assert ctx.identity is not None
-            client = rt.config.client(ctx.identity.client)
-            if client is None:
-                return await self._authorized(request, ctx, rt, handler)
+            client = rt.config.client(identity.client)
+            if client is None:  # an authenticator named a client this policy lacks
+                raise Denied(
+                    f"no client {identity.client!r} in the policy", reason="unknown_client"
+                )
             return await limits.guard(
                 client,
                 ctx,
-                lambda: self._authorized(request, ctx, rt, handler),
+                lambda: self._authorized(request, ctx, rt, client),
                 self.observability.metrics,
             )
         finally:
             limits.leave()
 
     @staticmethod
-    def canonicalize(request: web.Request, ctx: RequestContext, rt: Runtime) -> None:
+    def canonicalize(request: web.BaseRequest, ctx: RequestContext, rt: Runtime) -> None:
         gw = rt.config.gateway
         target = canonicalize(
             request.raw_path, gw.upstream.hosts, max_length=gw.limits.max_url_length
@@ -231,12 +228,6 @@ class Gateway:
         headers = request.headers.items()
         check_headers(headers)
         ctx.effective_method = effective_method(ctx.method, headers)
-
-    @staticmethod
-    async def authenticate(request: web.Request, ctx: RequestContext, rt: Runtime) -> web.Request:
-        """Identify the client; later stages see the request without its credentials."""
-        ctx.identity = await rt.authn.authenticate(request, ctx)
-        return strip_credentials(request)
 
     @staticmethod
     def authorize(ctx: RequestContext, rt: Runtime) -> None:
@@ -254,21 +245,11 @@ class Gateway:
             )
 
     def _authorized(
-        self, request: web.Request, ctx: RequestContext, rt: Runtime, handler: Handler
+        self, request: web.BaseRequest, ctx: RequestContext, rt: Runtime, client: Client
     ) -> Awaitable[web.StreamResponse]:
         self.authorize(ctx, rt)
-        return handler(request)
+        return self.forwarder.forward(request, ctx, rt.tokens, client)
 
-    async def forward(self, request: web.Request) -> web.StreamResponse:
-        ctx = request[CTX]
-        assert ctx.identity is not None
-        rt = request[RUNTIME]
-        client = rt.config.client(ctx.identity.client)
-        assert client is not None
-        return await self.forwarder.forward(request, ctx, rt.tokens, client)
-
-    def proxy_app(self) -> web.Application:
-        app = web.Application(middlewares=[self.pipeline], client_max_size=0)
-        app.on_response_prepare.append(_send_request_id)
-        app.router.add_route("*", "/{tail:.*}", self.forward)
-        return app
+    def proxy_server(self, **options: Any) -> web.Server:
+        """The proxy's low-level aiohttp server; `options` go to aiohttp's RequestHandler."""
+        return web.Server(self.handle, **options)

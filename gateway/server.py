@@ -72,8 +72,8 @@ def server_tls(tls: TLS) -> ssl.SSLContext:
 class Listeners:
     """The running proxy and admin servers of one process."""
 
-    proxy: web.AppRunner
-    admin: web.AppRunner
+    proxy: web.BaseRunner
+    admin: web.BaseRunner
     draining: asyncio.Event
     proxy_url: str
     admin_url: str
@@ -85,7 +85,7 @@ class Listeners:
         await self.admin.cleanup()
 
 
-def _url(runner: web.AppRunner, scheme: str) -> str:
+def _url(runner: web.BaseRunner, scheme: str) -> str:
     host, port = runner.addresses[0][:2]
     host = f"[{host}]" if ":" in host else host
     return f"{scheme}://{host}:{port}"
@@ -95,14 +95,15 @@ async def start_listeners(gateway: Gateway, config: Config) -> Listeners:
     """Bind both listeners (port 0 picks a free port) and start serving."""
     cfg = config.gateway
     limits = cfg.limits
-    proxy = web.AppRunner(
-        gateway.proxy_app(),
-        access_log=None,
-        handler_cancellation=True,  # a client that goes away cancels its upstream call
+    proxy = web.ServerRunner(
+        gateway.proxy_server(
+            access_log=None,
+            handler_cancellation=True,  # a client that goes away cancels its upstream call
+            keepalive_timeout=limits.idle_timeout_s,
+            max_line_size=limits.max_url_length,
+            max_field_size=limits.max_header_bytes,
+        ),
         shutdown_timeout=limits.shutdown_grace_s,
-        keepalive_timeout=limits.idle_timeout_s,
-        max_line_size=limits.max_url_length,
-        max_field_size=limits.max_header_bytes,
     )
     draining = asyncio.Event()
     admin = web.AppRunner(admin_app(gateway, draining), access_log=None, shutdown_timeout=1)

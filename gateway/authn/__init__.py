@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from gateway.authn.api_key import ApiKeyAuthenticator
 from gateway.authn.base import Authenticator, Presented, presented_credential
@@ -33,12 +32,9 @@ from gateway.config.model import Config
 from gateway.errors import Denied, Unauthenticated
 from gateway.types import ClientIdentity, RequestContext
 
-__all__ = ["Authentication", "Authenticator", "Presented", "strip_credentials"]
+__all__ = ["Authentication", "Authenticator", "Presented"]
 
 log = logging.getLogger("azdo_gateway.authn")
-
-# Headers that carry client credentials; none of them goes upstream.
-CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
 
 
 class Authentication:
@@ -52,7 +48,7 @@ class Authentication:
         self.certificates = CertificateAuthenticator(config)
         self.throttle = FailureThrottle()
 
-    async def authenticate(self, request: web.Request, ctx: RequestContext) -> ClientIdentity:
+    async def authenticate(self, request: web.BaseRequest, ctx: RequestContext) -> ClientIdentity:
         remote = request.remote
         self.throttle.check(remote)
         try:
@@ -74,7 +70,9 @@ class Authentication:
             raise
         return identity
 
-    async def _identify(self, request: web.Request, presented: Presented | None) -> ClientIdentity:
+    async def _identify(
+        self, request: web.BaseRequest, presented: Presented | None
+    ) -> ClientIdentity:
         if presented is None:
             identity = await self.certificates.authenticate(request, None)
             if identity is not None:
@@ -101,14 +99,3 @@ class Authentication:
 
     async def close(self) -> None:
         await self.entra.close()
-
-
-def strip_credentials(request: web.Request) -> web.Request:
-    """The request without the client's credential headers (for later stages)."""
-    headers = request.headers
-    if not any(name in headers for name in CREDENTIAL_HEADERS):
-        return request
-    kept = CIMultiDict(headers)
-    for name in CREDENTIAL_HEADERS:
-        kept.popall(name, None)
-    return request.clone(headers=kept)

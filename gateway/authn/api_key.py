@@ -149,7 +149,7 @@ class ApiKeyAuthenticator:
         return entry.identity
 
     async def authenticate(
-        self, request: web.Request, presented: Presented | None
+        self, request: web.BaseRequest, presented: Presented | None
     ) -> ClientIdentity | None:
         if presented is None or presented.is_jwt:
             return None

@@ -126,7 +126,7 @@ class Authenticator(Protocol):
     """One way of proving who the client is."""
 
     async def authenticate(
-        self, request: web.Request, presented: Presented | None
+        self, request: web.BaseRequest, presented: Presented | None
     ) -> ClientIdentity | None:
         """The identity proven, None if the credential is not of this kind.
 

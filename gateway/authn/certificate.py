@@ -101,7 +101,7 @@ class CertificateAuthenticator:
                 self._rules.append(_Rule(client.name, fp, rdns))
         self._seen: LRUCache[bytes, PeerCertificate] = LRUCache(maxsize=1024)
 
-    def peer(self, request: web.Request) -> PeerCertificate | None:
+    def peer(self, request: web.BaseRequest) -> PeerCertificate | None:
         """The verified client certificate of the request's connection, if any."""
         if not self.enabled or request.transport is None:
             return None
@@ -120,7 +120,7 @@ class CertificateAuthenticator:
         return peer
 
     async def authenticate(
-        self, request: web.Request, presented: Presented | None
+        self, request: web.BaseRequest, presented: Presented | None
     ) -> ClientIdentity | None:
         peer = self.peer(request)
         if peer is None:

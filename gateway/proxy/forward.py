@@ -78,7 +78,7 @@ class RequestBody:
     """The client's body, streamed upstream once: counted, capped, never buffered."""
 
     def __init__(
-        self, request: web.Request, ctx: RequestContext, limit: int | None, kind: str = ""
+        self, request: web.BaseRequest, ctx: RequestContext, limit: int | None, kind: str = ""
     ) -> None:
         self.request, self.ctx, self.limit, self.kind = request, ctx, limit, kind
         self.started = False
@@ -133,7 +133,7 @@ class Forwarder:
             self.pool = None
 
     async def forward(
-        self, request: web.Request, ctx: RequestContext, tokens: TokenBroker, client: Client
+        self, request: web.BaseRequest, ctx: RequestContext, tokens: TokenBroker, client: Client
     ) -> web.StreamResponse:
         pool = self.pool
         assert pool is not None, "Forwarder.start() was not awaited"
@@ -149,6 +149,10 @@ class Forwarder:
         if "X-TFS-Session" not in base and _GUID.match(ctx.request_id):
             base["X-TFS-Session"] = ctx.request_id  # Azure DevOps' own correlation id (a GUID)
         body = RequestBody(request, ctx, limit, kind) if request.body_exists else None
+        if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
+            # Authenticated, authorized and within the size limit: now the client
+            # may send the body it held back (a denied one never has to).
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         origin = self.origins[ctx.host]
         target = origin.prefix + ctx.path + ("?" + ctx.query if ctx.query else "")
         for attempt in (1, 2):
@@ -183,7 +187,7 @@ class Forwarder:
 
     async def relay(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         ctx: RequestContext,
         up: UpstreamResponse,
         started: float,
@@ -211,6 +215,7 @@ class Forwarder:
             ctx.bytes_out = len(body)
             ctx.upstream_seconds = time.perf_counter() - started
             return web.Response(body=body, status=up.status, reason=up.reason, headers=headers)
+        headers["X-Request-ID"] = ctx.request_id
         response = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
         await response.prepare(request)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -245,3 +246,39 @@ async def test_context_is_filled_for_metrics_and_audit(proxy: Proxy) -> None:
     assert ctx.bytes_out == len(body)
     assert ctx.upstream_seconds is not None and ctx.upstream_seconds >= 0
     assert ctx.status == 200
+
+
+async def test_expect_100_continue_is_answered_once_the_request_is_allowed(proxy: Proxy) -> None:
+    """The client holds its body back until the gateway has checked the request."""
+    host, port = proxy.url.removeprefix("http://").split(":")
+    auth = proxy.auth["Authorization"]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = b'{"name": "held back"}'
+    head = (
+        f"POST /fabrikam/_apis/wit/x HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    )
+    writer.write(head.encode())
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert proxy.fake.seen == []  # nothing went upstream before the body came
+    writer.write(body)
+    status = await reader.readline()
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 200")
+    [seen] = proxy.fake.seen
+    assert seen.body_len == len(body)
+    assert "expect" not in {name.lower() for name, _ in seen.raw_headers}
+
+
+async def test_expect_100_continue_is_not_answered_for_a_refused_request(proxy: Proxy) -> None:
+    host, port = proxy.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /fabrikam/_apis/wit/x HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Onf4\r\n"
+        b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
+    status = await reader.readline()
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 401")
+    assert proxy.fake.seen == []

@@ -120,7 +120,26 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
     async def acquire() -> None:
         await tokens.acquire(ctx.identity, client)  # type: ignore[arg-type]
 
-    response = web.Response(status=200, headers={"Content-Type": "application/json"})
+    # the headers Azure DevOps answers a project list with (no rate-limit headers)
+    response = web.Response(
+        status=200,
+        headers={
+            "Cache-Control": "no-cache",
+            "Pragma": "no-cache",
+            "Content-Type": "application/json; charset=utf-8",
+            "Expires": "-1",
+            "P3P": 'CP="CAO DSP COR ADMa DEV CONo TELo CUR PSA PSD TAI IVDo OUR SAMi BUS DEM"',
+            "X-TFS-ProcessId": "8a4b5d5c-2f0e-4f4e-9a8f-0c1b2d3e4f5a",
+            "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+            "ActivityId": "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "X-TFS-Session": "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "X-VSS-E2EID": "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "X-VSS-SenderDeploymentId": "e2a7c5f1-8b7d-4a5e-9c3b-1d2e3f4a5b6c",
+            "X-Frame-Options": "SAMEORIGIN",
+            "X-Content-Type-Options": "nosniff",
+            "Date": "Wed, 25 Nov 2026 10:00:00 GMT",
+        },
+    )
 
     async def answered() -> web.StreamResponse:
         ctx.upstream_status = 200

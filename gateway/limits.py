@@ -48,6 +48,8 @@ NEAR_LIMIT = 0.25  # pressure starts when less than this fraction of the limit r
 MAX_DELAY_S = 2.0  # longest pause imposed on the heaviest client of a strained credential
 HALF_LIFE_S = 60.0  # how fast a client's share of a credential's traffic is forgotten
 STALE_S = 300.0  # upstream figures older than this (Azure DevOps' window) are ignored
+RESCALE_S = 10 * HALF_LIFE_S  # usage weights grow 2x per half-life: rebase them before long
+FORGOTTEN = 0.01  # a client whose decayed count fell below this no longer counts
 RATE_LIMIT_HEADERS = (
     "x-ratelimit-resource",
     "x-ratelimit-delay",
@@ -79,8 +81,14 @@ class _Credential:
     delay: float = 0.0
     delay_updated: float = -math.inf
     blocked_until: float = 0.0
-    usage: dict[str, float] = field(default_factory=dict)  # client -> decayed request count
+    # client -> its requests on this credential, each weighing 0.5 ** (age / HALF_LIFE_S),
+    # stored scaled to `usage_at`: a count made at t adds 2 ** ((t - usage_at) / HALF_LIFE_S).
+    # Counting is then one addition however many clients share the credential (all
+    # weights decay alike, so shares are ratios of stored weights); the weights are
+    # brought back to `now` every RESCALE_S, and when pressure asks for shares.
+    usage: dict[str, float] = field(default_factory=dict)
     usage_at: float = 0.0
+    counted_at: float = 0.0  # the last count
 
 
 def _number(value: str | None) -> float | None:
@@ -163,18 +171,29 @@ class Limiter:
     def _cred(self, credential: str) -> _Credential:
         cred = self._credentials.get(credential)
         if cred is None:
-            cred = self._credentials[credential] = _Credential(usage_at=self.clock())
+            now = self.clock()
+            cred = self._credentials[credential] = _Credential(usage_at=now, counted_at=now)
         return cred
 
     def _count(self, cred: _Credential, client: str) -> None:
         now = self.clock()
-        decay = 0.5 ** ((now - cred.usage_at) / HALF_LIFE_S)
-        cred.usage_at = now
-        for name in list(cred.usage):
-            cred.usage[name] *= decay
-            if cred.usage[name] < 0.01:
-                del cred.usage[name]
-        cred.usage[client] = cred.usage.get(client, 0.0) + 1.0
+        if now - cred.usage_at >= RESCALE_S:
+            cred.counted_at = now
+            self._rescale(cred)
+        weight = 2.0 ** ((now - cred.usage_at) / HALF_LIFE_S)
+        cred.usage[client] = cred.usage.get(client, 0.0) + weight
+        cred.counted_at = now
+
+    @staticmethod
+    def _rescale(cred: _Credential) -> None:
+        """Weights as decayed counts at the last count; forget the clients below FORGOTTEN."""
+        decay = 0.5 ** ((cred.counted_at - cred.usage_at) / HALF_LIFE_S)
+        cred.usage = {
+            name: count
+            for name, weight in cred.usage.items()
+            if (count := weight * decay) >= FORGOTTEN
+        }
+        cred.usage_at = cred.counted_at
 
     def observe(
         self, credential: str, client: str, status: int | None, headers: Mapping[str, str]
@@ -215,7 +234,10 @@ class Limiter:
         """How long to hold this client's request; 0 for clients at or below fair share."""
         p = self.pressure(credential)
         cred = self._credentials.get(credential)
-        if p == 0.0 or cred is None or not cred.usage:
+        if p == 0.0 or cred is None:
+            return 0.0
+        self._rescale(cred)
+        if not cred.usage:
             return 0.0
         total = sum(cred.usage.values())
         share = cred.usage.get(client, 0.0) / total
@@ -258,14 +280,17 @@ class Limiter:
         credential = client.credential
         self.admit(client)
         try:
-            if await self.pace(credential, client.name) > 0:
-                metrics.pressure_delay(credential, client.name)
+            # (delay_for first: pace() is a coroutine, and is seldom needed)
+            if self.delay_for(credential, client.name) > 0:
+                if await self.pace(credential, client.name) > 0:
+                    metrics.pressure_delay(credential, client.name)
             response = await call()
         finally:
             self.release(client)
         if ctx.upstream_status is not None:
+            headers = response.headers  # case-insensitive; most answers have none of these
             seen = {
-                k.lower(): v for k, v in response.headers.items() if k.lower() in RATE_LIMIT_HEADERS
+                name: headers.getall(name)[-1] for name in RATE_LIMIT_HEADERS if name in headers
             }
             ctx.upstream_rate_limit = seen
             if self.observe(credential, client.name, ctx.upstream_status, seen):

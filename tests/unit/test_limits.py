@@ -4,7 +4,7 @@ import pytest
 
 from gateway.config.model import Client, RateLimit
 from gateway.errors import Overloaded, TooManyRequests
-from gateway.limits import MAX_DELAY_S, Limiter, default_burst
+from gateway.limits import HALF_LIFE_S, MAX_DELAY_S, Limiter, default_burst
 
 
 class Clock:
@@ -163,6 +163,26 @@ def test_usage_decays_so_yesterdays_heavy_client_is_not_punished_forever():
         lim.observe("sp", "ui", 200, headers(200, 0))
     assert "batch" not in lim._credentials["sp"].usage
     assert lim.delay_for("sp", "ui") > 0  # the one remaining user takes the strain alone
+
+
+def test_usage_is_each_clients_requests_halved_every_half_life():
+    clock = Clock()
+    lim = Limiter(clock=clock)
+    ages: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    for step in range(40):  # 40 minutes: past several rebasings of the weights
+        for name in ("a", "b") if step % 3 else ("a", "b", "c"):
+            lim.observe("sp", name, 200, {})
+            ages[name].append(clock.now)
+        clock.now += 60
+    clock.now -= 60
+    cred = lim._credentials["sp"]
+    lim._rescale(cred)
+    for name, times in ages.items():
+        expected = sum(0.5 ** ((clock.now - t) / HALF_LIFE_S) for t in times)
+        assert cred.usage[name] == pytest.approx(expected)
+    clock.now += 10 * HALF_LIFE_S
+    lim.observe("sp", "a", 200, {})
+    assert set(cred.usage) == {"a"}  # the others fell below FORGOTTEN and are forgotten
 
 
 async def test_pace_refuses_the_heaviest_while_upstream_blocks_and_passes_the_light():

@@ -45,6 +45,8 @@ class Example:
 
 
 def examples(gw: str, admin: str, reader_key: str, bot_key: str, *, git: bool) -> list[Example]:
+    """The printed examples. Without git the stand-in has no repositories, and so no build
+    definitions or releases either: the examples that need them are left out."""
     queue = json.dumps({"definition": {"id": 1}}, separators=(",", ":"))
     out = [
         Example(
@@ -64,23 +66,36 @@ def examples(gw: str, admin: str, reader_key: str, bot_key: str, *, git: bool) -
             body=queue,
             look_for="missing_scope",
         ),
-        Example(
-            "Allowed: the build bot queues that build",
-            "POST",
-            f"{gw}/{PROJECT}/_apis/build/builds?{API}",
-            bot_key,
-            200,
-            body=queue,
-            look_for="notStarted",
-        ),
-        Example(
-            "Releases live on another host (vsrm), reached under /_hosts/vsrm/",
-            "GET",
-            f"{gw}/_hosts/vsrm/{PROJECT}/_apis/release/releases?{API}",
-            reader_key,
-            200,
-            look_for="/_hosts/vsrm/fabrikam/",
-        ),
+    ]
+    if git:
+        out += [
+            Example(
+                "Allowed: the build bot queues that build",
+                "POST",
+                f"{gw}/{PROJECT}/_apis/build/builds?{API}",
+                bot_key,
+                200,
+                body=queue,
+                look_for="notStarted",
+            ),
+            Example(
+                "Releases live on another host (vsrm), reached under /_hosts/vsrm/",
+                "GET",
+                f"{gw}/_hosts/vsrm/{PROJECT}/_apis/release/releases?{API}",
+                reader_key,
+                200,
+                look_for="/_hosts/vsrm/fabrikam/",
+            ),
+            Example(
+                "The repository list: remoteUrl points at the gateway",
+                "GET",
+                f"{gw}/{PROJECT}/_apis/git/repositories?{API}",
+                reader_key,
+                200,
+                look_for=f"://fabrikam@{gw.split('://')[1]}/fabrikam/",
+            ),
+        ]
+    out += [
         Example(
             "No key: 401 from the gateway, nothing reaches Azure DevOps",
             "GET",
@@ -98,18 +113,6 @@ def examples(gw: str, admin: str, reader_key: str, bot_key: str, *, git: bool) -
             look_for="azdo_gateway_requests_total",
         ),
     ]
-    if git:
-        out.insert(
-            4,
-            Example(
-                "The repository list: remoteUrl points at the gateway",
-                "GET",
-                f"{gw}/{PROJECT}/_apis/git/repositories?{API}",
-                reader_key,
-                200,
-                look_for=f"://fabrikam@{gw.split('://')[1]}/fabrikam/",
-            ),
-        )
     return out
 
 

@@ -183,7 +183,10 @@ async def start_demo(*, host: str = "127.0.0.1", port: int = 8080, admin_port: i
             app = entra.register_app(secret=secret)
             secrets[name] = (app.client_id, secret)
         if shutil.which("git") is None:
-            notes.append("git is not installed: the Azure DevOps stand-in serves no repositories")
+            notes.append(
+                "git is not installed: the Azure DevOps stand-in serves no repositories,"
+                " build definitions or releases"
+            )
         azdo = await AzdoStandIn(
             workdir / "repos",
             _bearer_checker(entra),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import cast
 from urllib.parse import unquote, unquote_plus
 
@@ -54,6 +55,12 @@ BATCH = Operation(
 )
 
 _Entry = tuple[Operation, tuple[str, ...]]
+# Requests repeat a limited set of paths (a pipeline polls the same build, a tool lists
+# the same repositories): `match` remembers up to RECENT_MATCHES answers that did not
+# depend on the query string (then starts over). The catalog never changes after it is
+# built, and a Match is frozen, its params read-only.
+RECENT_MATCHES = 4096
+_UNKNOWN = object()
 # SECURITY: only ASCII letters fold. str.lower() maps KELVIN SIGN to 'k' and the like,
 # which Azure DevOps (.NET ordinal ignore-case) does not: a literal must not match them.
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -103,6 +110,7 @@ class Catalog:
         self.scopes = Scopes(scopes)
         self.source = source
         self._tries: dict[tuple[str, str], Trie] = {}
+        self._recent: dict[tuple[str, str, str], Match | None] = {}
         hosts = set(DEFAULT_HOSTS) | {op.host for op in self.operations} | {ANY_HOST}
         # Query-specific variants first: they are chosen when their query matches.
         self.segments: dict[str, tuple[Segment, ...]] = {}  # template -> parsed
@@ -134,44 +142,64 @@ class Catalog:
         return [op for op in self.operations if op.id == operation_id]
 
     def match(self, host: str, method: str, path: str, query: str = "") -> Match | None:
+        method = method.upper()
+        key = (host, method, path)
+        found = self._recent.get(key, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]  # a Match or None, never _UNKNOWN
+        found, by_query = self._lookup(host, method, path, query)
+        if not by_query:
+            if len(self._recent) >= RECENT_MATCHES:
+                self._recent.clear()
+            self._recent[key] = found
+        return found
+
+    def _lookup(self, host: str, method: str, path: str, query: str) -> tuple[Match | None, bool]:
+        """The match, and whether the query took part in choosing it."""
         split = split_path(path)
         if split is None:
-            return None
+            return None, False
         original, lowered = split
         flat = "/".join(lowered)
         if "_ws" in flat or ".asmx" in flat or "$batch" in flat:
             for seg in lowered:
                 # SECURITY: SOAP endpoints are refused anywhere in the path, on any host.
                 if seg == "_ws" or seg.endswith(".asmx"):
-                    return Match(SOAP, {}, None, None)
+                    return Match(SOAP, {}, None, None), False
                 if seg == "$batch":
-                    return Match(BATCH, {}, None, None)
-        method = method.upper()
-        found = self._match(host, method, original, lowered, query)
+                    return Match(BATCH, {}, None, None), False
+        found, by_query = self._match(host, method, original, lowered, query)
         if found is None and method == "HEAD":
-            found = self._match(host, "GET", original, lowered, query)
-        return found
+            found, by_get = self._match(host, "GET", original, lowered, query)
+            by_query = by_query or by_get
+        return found, by_query
 
     def _match(
         self, host: str, method: str, original: list[str], lowered: list[str], query: str
-    ) -> Match | None:
+    ) -> tuple[Match | None, bool]:
         trie = self._tries.get((host, method)) or self._tries.get((ANY_HOST, method))
         if trie is None:
-            return None
+            return None, False
         result = trie.match(lowered, original)
         if result is None:
-            return None
+            return None, False
         entries, captures = result
+        by_query = False
         for entry in entries:
             op, names = cast(_Entry, entry)
-            if op.query and not _query_selects(op.query, query):
-                continue
+            if op.query:
+                by_query = True
+                if not _query_selects(op.query, query):
+                    continue
             params = dict(zip(names, captures, strict=False))
             project = (
                 params.get("project") or params.get("projectId") or params.get("scopeIdentifier")
             )
-            return Match(op, params, params.get("organization"), project)
-        return None
+            # read-only: the same Match may answer many requests (see RECENT_MATCHES)
+            return Match(
+                op, MappingProxyType(params), params.get("organization"), project
+            ), by_query
+        return None, by_query
 
 
 def _query_selects(wanted: tuple[tuple[str, str], ...], query: str) -> bool:

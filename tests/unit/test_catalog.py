@@ -439,6 +439,39 @@ def test_git_smart_http_and_lfs(
     assert m is not None and (m.operation.id, m.operation.scopes) == (op_id, scopes)
 
 
+def test_remembered_matches_answer_as_a_fresh_lookup_would(catalog: Catalog) -> None:
+    fresh = Catalog(catalog.operations)
+    cases = [
+        ("GET", "/o/p/_git/r/info/refs", "service=git-upload-pack"),
+        ("GET", "/o/p/_git/r/info/refs", "service=git-receive-pack"),
+        ("GET", "/o/p/_git/r/info/refs", ""),
+        ("HEAD", "/o/p/_git/r/info/refs", "service=git-receive-pack"),
+        ("GET", "/fabrikam/Fiber/_apis/git/repositories", "api-version=7.1"),
+        ("HEAD", "/fabrikam/Fiber/_apis/git/repositories", ""),
+        ("GET", "/fabrikam/Fiber/_apis/nothing", ""),
+        ("POST", "/o/_apis/$batch", ""),
+    ]
+    first = [fresh.match("main", m, p, q) for m, p, q in cases]
+    for _ in range(2):  # the same again, in another order: answered from memory
+        for (method, path, query), expected in reversed(list(zip(cases, first, strict=True))):
+            assert fresh.match("main", method, path, query) == expected, (method, path, query)
+    with pytest.raises(BadRequest):  # a query that picks the operation is read every time
+        fresh.match("main", "GET", "/o/p/_git/r/info/refs", "service=a&service=b")
+    m = fresh.match("main", "GET", "/fabrikam/Fiber/_apis/git/repositories")
+    assert m is not None
+    with pytest.raises(TypeError):
+        m.params["project"] = "Other"  # type: ignore[index]
+
+
+def test_remembered_matches_are_bounded(catalog: Catalog, monkeypatch) -> None:
+    monkeypatch.setattr("gateway.catalog.RECENT_MATCHES", 10)
+    fresh = Catalog(catalog.operations)
+    for i in range(25):
+        m = fresh.match("main", "GET", f"/o/p{i}/_apis/git/repositories")
+        assert m is not None and m.project == f"p{i}"
+    assert len(fresh._recent) <= 10
+
+
 def test_conflicting_git_service_parameter_is_ambiguous(catalog: Catalog) -> None:
     with pytest.raises(BadRequest) as err:
         catalog.match(

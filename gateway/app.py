@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -56,11 +56,17 @@ PIPELINE = (
 
 
 def new_request_id() -> str:
-    """A random (version 4) UUID as text, as str(uuid.uuid4()) gives, built directly."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40  # version 4
-    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = b.hex()
+    """A random (version 4) UUID as text, as str(uuid.uuid4()) gives, built directly.
+
+    From `random` (no system call per request; reseeded in every forked worker):
+    a request id must be unique, not unguessable.
+    """
+    n = (
+        (random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48))
+        | (0x4000 << 64)
+        | (0x8000 << 48)
+    )
+    h = f"{n:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

@@ -94,7 +94,10 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
-        self._parser: httptools.HttpResponseParser | None = None
+        # llhttp starts over after each whole answer: one parser serves the
+        # connection's life (it is never reused after HEAD or an error).
+        self._parser = httptools.HttpResponseParser(self)
+        self.busy = False  # an exchange is under way
         self._reset(head_only=False)
 
     def _reset(self, *, head_only: bool) -> None:
@@ -119,13 +122,12 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
-        parser = self._parser
-        if parser is None:  # bytes while idle in the pool: the connection is unusable
+        if not self.busy:  # bytes while idle in the pool: the connection is unusable
             self.close()
             return
         self.got_bytes = True
         try:
-            parser.feed_data(data)
+            self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.fail(BadResponse("switched protocols"))
         except httptools.HttpParserError as err:
@@ -133,7 +135,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._parser is not None and not self.complete and self.error is None:
+        if self.busy and not self.complete and self.error is None:
             if self.head_done and self.until_close and exc is None:
                 self.complete = True  # a body delimited by the end of the connection
             elif not self.got_bytes:
@@ -164,7 +166,6 @@ class _Connection(asyncio.Protocol):
         self.header_list.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
-        assert self._parser is not None
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue, 103): the real one follows
             self.reason = b""
@@ -200,7 +201,7 @@ class _Connection(asyncio.Protocol):
 
     def start(self, head_only: bool) -> None:
         self._reset(head_only=head_only)
-        self._parser = httptools.HttpResponseParser(self)
+        self.busy = True
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -283,6 +284,13 @@ class UpstreamResponse:
     def content_length(self) -> int | None:
         value = self.headers.get("Content-Length")
         return int(value) if value is not None and value.isdigit() else None
+
+    def body_if_whole(self) -> bytes | None:
+        """The whole body, when all of it has arrived already; None while more is due."""
+        conn = self._conn
+        if conn.complete and conn.error is None:
+            return conn.take_body() if conn.body else b""
+        return None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives (adjacent pieces joined); ends when it is whole."""
@@ -434,7 +442,7 @@ class UpstreamPool:
         if not conn.reusable():
             conn.close()
             return
-        conn._parser = None
+        conn.busy = False
         conn.idle_since = time.monotonic()
         idle = self._idle.setdefault(origin, [])
         idle.append(conn)

@@ -243,6 +243,9 @@ class Forwarder:
         cap = self.limits.rewrite_max_bytes
         if up.content_length is not None and up.content_length > cap:
             return None, []
+        whole = up.body_if_whole()  # a small answer often comes in one piece with its headers
+        if whole is not None:
+            return (whole, []) if len(whole) <= cap else (None, [whole])
         chunks: list[bytes] = []
         size = 0
         async for chunk in up.chunks():

@@ -42,6 +42,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # What Azure DevOps answers a credential it does not accept with: 401, or (when
 # it would rather redirect a browser to sign in) 203 with the sign-in page.
 CREDENTIAL_REJECTED = frozenset({401, 203})
+# Answers that never have a body (RFC 9110 §6.4.1): relayed as they are.
+NO_BODY = frozenset({204, 304})
 # Response headers that can carry an upstream URL (see gateway.proxy.rewrite).
 LOCATIONS = ("Location", "Content-Location")
 # Sent on every upstream request: answer 401 instead of a sign-in redirect.
@@ -196,21 +198,31 @@ class Forwarder:
         rewriter = self.rewriter
         prefix: list[bytes] = []
         body: bytes | None = None
-        if rewriter is not None and request.method != "HEAD" and rewriter.wants_body(up.headers):
+        with_body = request.method != "HEAD" and up.status not in NO_BODY
+        if rewriter is not None and with_body and rewriter.wants_body(up.headers):
             body, prefix = await self._buffer(up)
+        elif with_body:
+            body = up.body_if_whole()  # small answers often arrive with their headers
         headers = hdrs.to_client(up.headers, body_rewritten=body is not None)
         if rewriter is not None and (body is not None or any(h in headers for h in LOCATIONS)):
             public_url = rewriter.public_url_for(request)
             headers = rewriter.rewrite_headers(headers, host=ctx.host, public_url=public_url)
-            if body is not None:
+            if body and rewriter.wants_body(up.headers):
                 encoding = up.headers.get("Content-Encoding", "")
-                rewrite = functools.partial(
-                    rewriter.rewrite_body, body, public_url=public_url, content_encoding=encoding
-                )
-                # A big body takes a while to parse: do it off the event loop.
-                body = await asyncio.to_thread(rewrite) if len(body) > 1 << 20 else rewrite()
+                if len(body) > 1 << 20:  # a big body takes a while to parse: off the event loop
+                    rewrite = functools.partial(
+                        rewriter.rewrite_body,
+                        body,
+                        public_url=public_url,
+                        content_encoding=encoding,
+                    )
+                    body = await asyncio.to_thread(rewrite)
+                else:
+                    body = rewriter.rewrite_body(
+                        body, public_url=public_url, content_encoding=encoding
+                    )
         if body is not None:
-            # Whole and rewritten: aiohttp sends status line, headers and body
+            # Whole (and rewritten): aiohttp sends status line, headers and body
             # in one write once the pipeline returns.
             ctx.bytes_out = len(body)
             ctx.upstream_seconds = time.perf_counter() - started

@@ -219,14 +219,15 @@ def _check_query(query: str) -> None:
 
 
 # Header name as sent -> lower case with '_' as '-': clients send the same few names
-# on every request. Bounded: once full, new names are normalized without keeping them.
+# on every request. Bounded: at most MAX_NORMALIZED names of up to 64 characters are
+# kept; others are normalized each time.
 _normalized: dict[str, str] = {}
 MAX_NORMALIZED = 1024
 
 
 def _normalize(name: str) -> str:
     key = name.lower().replace("_", "-")
-    if len(_normalized) < MAX_NORMALIZED:
+    if len(name) <= 64 and len(_normalized) < MAX_NORMALIZED:
         _normalized[name] = key
     return key
 

@@ -60,6 +60,7 @@ _Entry = tuple[Operation, tuple[str, ...]]
 # depend on the query string (then starts over). The catalog never changes after it is
 # built, and a Match is frozen, its params read-only.
 RECENT_MATCHES = 4096
+RECENT_PATH_MAX = 512  # longer paths are not remembered: the memory stays a few MiB
 _UNKNOWN = object()
 # SECURITY: only ASCII letters fold. str.lower() maps KELVIN SIGN to 'k' and the like,
 # which Azure DevOps (.NET ordinal ignore-case) does not: a literal must not match them.
@@ -148,7 +149,7 @@ class Catalog:
         if found is not _UNKNOWN:
             return found  # type: ignore[return-value]  # a Match or None, never _UNKNOWN
         found, by_query = self._lookup(host, method, path, query)
-        if not by_query:
+        if not by_query and len(path) <= RECENT_PATH_MAX:
             if len(self._recent) >= RECENT_MATCHES:
                 self._recent.clear()
             self._recent[key] = found

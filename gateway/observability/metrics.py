@@ -202,11 +202,13 @@ class Metrics:
         identity, match = ctx.identity, ctx.match
         # Most requests repeat a few (client, area, method, status) tuples: the label
         # bounding and the prometheus child lookups run once per tuple, not per request.
-        # Any raw value may be a key (the cache is bounded); what reaches a label is not.
+        # Client names come from the configuration and areas from the catalog; the
+        # method, which the caller chooses, is bounded first (keys stay small).
+        method = ctx.method
         raw = (
             identity.client if identity else None,
             match.operation.area if match else None,
-            ctx.method,
+            method if method in METHODS else OTHER,
             ctx.status,
         )
         children = self._finished.get(raw)

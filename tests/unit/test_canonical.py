@@ -351,5 +351,18 @@ def test_headers_that_change_the_target_are_rejected(
     assert (err.value.message, err.value.reason) == (message, reason)
 
 
+def test_header_names_seen_are_remembered_within_bounds(monkeypatch) -> None:
+    from gateway import canonical
+
+    monkeypatch.setattr(canonical, "_normalized", {})
+    check_headers([("X_Original_URL_" * 10, "1"), ("Accept", "*/*")])
+    assert canonical._normalized == {"Accept": "accept"}  # 150 characters: not kept
+    for i in range(canonical.MAX_NORMALIZED + 50):
+        check_headers([(f"X-Custom-{i}", "1")])
+    assert len(canonical._normalized) == canonical.MAX_NORMALIZED
+    with pytest.raises(BadRequest):
+        check_headers([("X_Original_URL", "/other")])  # still normalized when not kept
+
+
 def test_ordinary_headers_pass() -> None:
     check_headers([("Host", "x"), ("Accept", "a"), ("Accept", "b"), ("Authorization", "Basic x")])

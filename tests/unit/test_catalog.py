@@ -470,6 +470,10 @@ def test_remembered_matches_are_bounded(catalog: Catalog, monkeypatch) -> None:
         m = fresh.match("main", "GET", f"/o/p{i}/_apis/git/repositories")
         assert m is not None and m.project == f"p{i}"
     assert len(fresh._recent) <= 10
+    fresh._recent.clear()
+    long = "/o/p/_apis/git/repositories/" + "r" * 600
+    assert fresh.match("main", "GET", long) is not None
+    assert not fresh._recent  # long paths are looked up each time
 
 
 def test_conflicting_git_service_parameter_is_ambiguous(catalog: Catalog) -> None:

@@ -117,6 +117,14 @@ def test_a_client_added_by_a_reload_gets_its_own_label():
     assert sample(m, requests, client="other", status="200") == 2
 
 
+def test_methods_a_caller_makes_up_share_one_label_and_one_cache_entry():
+    m = Metrics(CollectorRegistry(), names=["ci"])
+    for i in range(500):
+        m.request_finished(ctx(method=f"X{i}" * 100, status=405), 0.001)
+    assert len(m._finished) == 1
+    assert sample(m, "azdo_gateway_requests_total", method="other", status="405") == 500
+
+
 def test_token_events_and_expiry_is_seconds_to_go():
     m = Metrics(CollectorRegistry())
     m.known(credentials=["build-sp"])

@@ -201,6 +201,8 @@ class Limiter:
         """Record an upstream answer; True when it was a throttling 429."""
         cred = self._cred(credential)
         self._count(cred, client)
+        if status != 429 and not headers:  # the usual answer: nothing to learn
+            return False
         now = self.clock()
         limit = _number(headers.get("x-ratelimit-limit"))
         remaining = _number(headers.get("x-ratelimit-remaining"))

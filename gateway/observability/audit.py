@@ -10,11 +10,13 @@ record is built field by field from the context, whose secret-bearing fields
 
 Destination: `audit.file` ("-" is stdout; empty disables). Lines written
 during one turn of the event loop are collected and go out together, whole
-lines only, in one `write()` at the start of the next turn (at once when no
-loop runs, and on `close()`), on a file opened with O_APPEND, so several
-worker processes can share a file and `logrotate copytruncate` works as is;
-after a rename-style rotation the file is reopened on SIGHUP (`reopen()`) or,
-at the latest, a second after the path stopped pointing at the open file.
+lines only, at the start of the next turn (at once when no loop runs, and on
+`close()`). A file is opened with O_APPEND and gets them in one `write()`, so
+several worker processes can share a file and `logrotate copytruncate` works
+as is; after a rename-style rotation the file is reopened on SIGHUP
+(`reopen()`) or, at the latest, a second after the path stopped pointing at the
+open file. Stdout gets them in writes of at most PIPE_BUF bytes (a longer line
+alone), which a pipe takes whole: workers sharing one never split a line.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import logging
 import math
 import os
+import select
 import sys
 import threading
 import time
@@ -175,11 +178,6 @@ class AuditLog:
         if self.destination is None:
             return
         line = encode_line(entry)
-        if self.destination == "-":
-            out: TextIO = sys.stdout
-            out.write(line.decode())
-            out.flush()
-            return
         with self._lock:
             self._pending.append(line)
             if self._scheduled:
@@ -203,11 +201,14 @@ class AuditLog:
             return
         lines, self._pending = self._pending, []
         try:
+            if self.destination == "-":
+                _to_stdout(lines)
+                return
             if self._rotated():
                 self._open()
             assert self._fd is not None
             os.write(self._fd, b"".join(lines))
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: stdout closed
             self.failures += len(lines)
             if (
                 self.failures == len(lines)
@@ -216,13 +217,27 @@ class AuditLog:
                 log.error(
                     "audit: cannot write %s: %s (%d lines lost)",
                     self.destination,
-                    err.strerror,
+                    getattr(err, "strerror", None) or err,
                     self.failures,
                 )
 
     def close(self) -> None:
         with self._lock:
+            self._flush_locked()
             if self._fd is not None:
-                self._flush_locked()
                 os.close(self._fd)
                 self._fd = None
+
+
+def _to_stdout(lines: list[bytes]) -> None:
+    """Whole lines, in writes of at most PIPE_BUF bytes each (a longer line alone)."""
+    out: TextIO = sys.stdout
+    start, size = 0, 0
+    for i, line in enumerate(lines):
+        if size + len(line) > select.PIPE_BUF and i > start:
+            out.write(b"".join(lines[start:i]).decode())
+            out.flush()
+            start, size = i, 0
+        size += len(line)
+    out.write(b"".join(lines[start:]).decode())
+    out.flush()

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import select
 import shutil
 
 import pytest
@@ -156,3 +158,53 @@ def test_undecodable_header_value_still_gives_one_valid_line(tmp_path):
     first, second = path.read_bytes().splitlines()
     assert json.loads(first)["upstreamRateLimit"] == {"retry-after": "5\udcff"}
     assert json.loads(second) == {"n": "ü"}
+
+
+class _Pipe:
+    """Stands for stdout: records each write that reaches the file descriptor."""
+
+    def __init__(self) -> None:
+        self.buffered = ""
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.buffered += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self.buffered:
+            self.writes.append(self.buffered)
+        self.buffered = ""
+
+
+async def test_stdout_lines_of_one_turn_go_out_in_writes_a_pipe_takes_whole(monkeypatch):
+    pipe = _Pipe()
+    monkeypatch.setattr(audit_mod.sys, "stdout", pipe)
+    log = AuditLog("-")
+    entries = [{"n": i, "pad": "x" * 300} for i in range(40)] + [{"big": "y" * 9000}]
+    for entry in entries:
+        log.write(entry)
+    assert pipe.writes == []  # collected until the loop turns
+    await asyncio.sleep(0)
+    assert len(pipe.writes) > 1
+    for chunk in pipe.writes[:-1]:
+        assert len(chunk.encode()) <= select.PIPE_BUF and chunk.endswith("\n")
+    assert pipe.writes[-1] == json.dumps(entries[-1], separators=(",", ":")) + "\n"
+    lines = "".join(pipe.writes).splitlines()
+    assert [json.loads(x) for x in lines] == entries
+    log.write({"last": True})
+    log.close()  # what is still collected goes out on close
+    assert pipe.writes[-1] == '{"last":true}\n'
+
+
+def test_a_closed_stdout_loses_lines_without_raising(monkeypatch):
+    pipe = _Pipe()
+
+    def broken(text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    pipe.write = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(audit_mod.sys, "stdout", pipe)
+    log = AuditLog("-")
+    log.write({"n": 1})
+    assert log.failures == 1

@@ -199,7 +199,8 @@ class Forwarder:
         prefix: list[bytes] = []
         body: bytes | None = None
         with_body = request.method != "HEAD" and up.status not in NO_BODY
-        if rewriter is not None and with_body and rewriter.wants_body(up.headers):
+        rewritable = with_body and rewriter is not None and rewriter.wants_body(up.headers)
+        if rewritable:
             body, prefix = await self._buffer(up)
         elif with_body:
             body = up.body_if_whole()  # small answers often arrive with their headers
@@ -207,7 +208,7 @@ class Forwarder:
         if rewriter is not None and (body is not None or any(h in headers for h in LOCATIONS)):
             public_url = rewriter.public_url_for(request)
             headers = rewriter.rewrite_headers(headers, host=ctx.host, public_url=public_url)
-            if body and rewriter.wants_body(up.headers):
+            if body and rewritable:
                 encoding = up.headers.get("Content-Encoding", "")
                 if len(body) > 1 << 20:  # a big body takes a while to parse: off the event loop
                     rewrite = functools.partial(

@@ -13,8 +13,8 @@ between the two proxies so both see the same machine state:
 - throughput: 64 connections of small JSON requests: requests/s, p50, p99, and
   the CPU time the proxy process spends per request (steadier than requests/s
   on a machine that is busy with other work)
-- a streamed download and a streamed upload (1 GiB by default): MB/s and peak
-  RSS growth of the proxy process
+- a streamed download and a streamed upload (1 GiB by default), once per
+  round: median MB/s and the largest peak RSS growth of the proxy process
 - N concurrent requests (2,000 by default) held open 1 s by the upstream:
   errors and peak RSS of the proxy process
 
@@ -451,12 +451,22 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 }
             n = args.big_mib * MIB
             for test in ("download", "upload"):
-                results[test] = {}
-                for name, (url, pid) in targets.items():
-                    if test == "download":
-                        results[test][name] = await download(url + DOWN.format(n=n), auth, pid)
-                    else:
-                        results[test][name] = await upload(url + UP, auth, pid, n)
+                streams: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+                for _ in range(args.rounds):
+                    for name, (url, pid) in targets.items():
+                        if test == "download":
+                            run = await download(url + DOWN.format(n=n), auth, pid)
+                        else:
+                            run = await upload(url + UP, auth, pid, n)
+                        streams[name].append(run)
+                results[test] = {
+                    name: {
+                        "MB_s": statistics.median(r["MB_s"] for r in rs),
+                        "MB_s_runs": [r["MB_s"] for r in rs],
+                        "rss_growth_mib": max(r["rss_growth_mib"] for r in rs),
+                    }
+                    for name, rs in streams.items()
+                }
             results["slow_concurrent"] = {
                 name: await concurrent(url + SLOW, auth, pid, args.concurrent)
                 for name, (url, pid) in targets.items()

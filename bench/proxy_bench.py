@@ -12,7 +12,9 @@ between the two proxies so both see the same machine state:
 - latency: one connection, back-to-back small JSON requests: p50, p99
 - throughput: 64 connections of small JSON requests: requests/s, p50, p99, and
   the CPU time the proxy process spends per request (steadier than requests/s
-  on a machine that is busy with other work)
+  on a machine that is busy with other work); then the same list as Azure
+  DevOps really sends it, with a URL in every item, which the gateway rewrites
+  to its own (the forwarder passes it as it is)
 - a streamed download and a streamed upload (1 GiB by default), once per
   round: median MB/s and the largest peak RSS growth of the proxy process
 - N concurrent requests (2,000 by default) held open 1 s by the upstream:
@@ -51,6 +53,8 @@ from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = "/fabrikam/_apis/projects?api-version=7.1"
+# The same list as Azure DevOps sends it, with the URLs the gateway rewrites.
+SMALL_URLS = "/fabrikam/_apis/projects?api-version=7.1&withUrls=1"
 SLOW = "/fabrikam/_apis/projects/slow?api-version=7.1"
 DOWN = "/fabrikam/Fiber/_apis/git/repositories/fiber/items?path=/big.bin&size={n}"
 UP = "/fabrikam/Fiber/_git/fiber/git-receive-pack"
@@ -82,8 +86,19 @@ PROJECTS = json.dumps(
 # --- the processes under test -------------------------------------------------------
 
 
+def with_urls(origin: str) -> bytes:
+    """PROJECTS as Azure DevOps answers it: every project carries its URL."""
+    doc = json.loads(PROJECTS)
+    for project in doc["value"]:
+        project["url"] = f"{origin}/fabrikam/_apis/projects/{project['id']}"
+    return json.dumps(doc).encode()
+
+
 def upstream_app() -> web.Application:
     async def small(request: web.Request) -> web.Response:
+        if "withUrls" in request.query:
+            body = with_urls(f"{request.scheme}://{request.host}")
+            return web.Response(body=body, content_type="application/json")
         return web.Response(body=PROJECTS, content_type="application/json")
 
     async def slow(request: web.Request) -> web.Response:
@@ -436,12 +451,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             }
             for url, _ in targets.values():  # warm up: connections, caches
                 await load(url + SMALL, auth, 8, 1)
-            for test, connections in (("latency", 1), ("throughput", 64)):
+            for test, connections, path in (
+                ("latency", 1, SMALL),
+                ("throughput", 64, SMALL),
+                ("throughput_urls", 64, SMALL_URLS),
+            ):
                 runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
                 for _ in range(args.rounds):
                     for name, (url, pid) in targets.items():
                         before = cpu_seconds(pid)
-                        run = await load(url + SMALL, auth, connections, args.duration)
+                        run = await load(url + path, auth, connections, args.duration)
                         spent = cpu_seconds(pid) - before
                         run["cpu_ms_per_request"] = spent * 1000 / (run["rps"] * args.duration)
                         runs[name].append(run)
@@ -482,7 +501,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     g, f = "gateway", "forwarder"
-    lat, thr = r["latency"], r["throughput"]
+    lat, thr, rw = r["latency"], r["throughput"], r["throughput_urls"]
     lines = [
         f"load generator: {r['load_generator']}, {r['cpus']} CPUs, "
         f"{args.rounds} rounds of {args.duration}s, medians; 1-min load average "
@@ -500,6 +519,12 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"CPU per request         {thr[g]['cpu_ms_per_request']:7.3f} ms"
         f" {thr[f]['cpu_ms_per_request']:7.3f} ms"
         f"   {ratio(thr[g]['cpu_ms_per_request'], thr[f]['cpu_ms_per_request'])}",
+        "with URLs to rewrite:",
+        f"requests/s (64 conns)   {rw[g]['rps']:10.0f} {rw[f]['rps']:11.0f}"
+        f"   {ratio(rw[g]['rps'], rw[f]['rps'])}",
+        f"CPU per request         {rw[g]['cpu_ms_per_request']:7.3f} ms"
+        f" {rw[f]['cpu_ms_per_request']:7.3f} ms"
+        f"   {ratio(rw[g]['cpu_ms_per_request'], rw[f]['cpu_ms_per_request'])}",
     ]
     for test in ("download", "upload"):
         d = r[test]

@@ -205,9 +205,11 @@ class Forwarder:
         elif with_body:
             body = up.body_if_whole()  # small answers often arrive with their headers
         headers = hdrs.to_client(up.headers, body_rewritten=body is not None)
-        if rewriter is not None and (body is not None or any(h in headers for h in LOCATIONS)):
+        has_location = any(h in headers for h in LOCATIONS)
+        if rewriter is not None and (rewritable or has_location):
             public_url = rewriter.public_url_for(request)
-            headers = rewriter.rewrite_headers(headers, host=ctx.host, public_url=public_url)
+            if has_location:
+                headers = rewriter.rewrite_headers(headers, host=ctx.host, public_url=public_url)
             if body and rewritable:
                 encoding = up.headers.get("Content-Encoding", "")
                 if len(body) > 1 << 20:  # a big body takes a while to parse: off the event loop

@@ -340,3 +340,27 @@ def test_package_feed_urls_are_rewritten() -> None:
     assert out["versions"]["1.0.0"]["dist"]["tarball"] == (
         f"{GW}/_hosts/pkgs/fabrikam/_packaging/f1/npm/registry/left-pad/-/left-pad-1.0.0.tgz"
     )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b'"big":123456789012345678901234567890',  # past 64 bits: the json module reads it
+        b'"nan":NaN,"inf":-Infinity',  # not JSON, but what .NET may write: kept as it was
+        b'"f":1e+16,"g":0.1,"s":"\\u00e9\\ud83d\\ude00"',
+    ],
+)
+def test_values_survive_a_rewrite(extra: bytes) -> None:
+    body = b'{"url":"https://dev.azure.com/fabrikam/_apis/x",' + extra + b"}"
+    out = rewriter().rewrite_body(body)
+    assert out is not body
+    got, sent = json.loads(out), json.loads(body)
+    assert got.pop("url") == f"{GW}/fabrikam/_apis/x"
+    sent.pop("url")
+    assert json.dumps(got) == json.dumps(sent)  # NaN != NaN: compare as text
+
+
+def test_nesting_orjson_cannot_write_is_written_by_the_json_module() -> None:
+    body = b'{"url":"https://dev.azure.com/x","a":' + b"[" * 300 + b"]" * 300 + b"}"
+    out = rewriter().rewrite_body(body)
+    assert json.loads(out)["url"] == f"{GW}/x"

@@ -39,6 +39,7 @@ from yarl import URL
 HIGH_WATER = 256 * 1024  # response bytes buffered before reading from upstream pauses
 LOW_WATER = 64 * 1024  # ... and resumes
 MAX_IDLE_PER_ORIGIN = 256  # idle keep-alive connections kept per origin
+MAX_HEAD_BYTES = 256 * 1024  # status line and headers (with any interim answers) of one answer
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -103,6 +104,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self, *, head_only: bool) -> None:
         self.head_only = head_only
         self.got_bytes = False
+        self.head_bytes = 0
         self.status = 0
         self.reason = b""
         self.header_list: list[tuple[str, str]] = []
@@ -132,6 +134,11 @@ class _Connection(asyncio.Protocol):
             self.fail(BadResponse("switched protocols"))
         except httptools.HttpParserError as err:
             self.fail(BadResponse(f"not HTTP/1.1: {err}"))
+        else:
+            if not self.head_done:
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD_BYTES:  # llhttp itself would take any size
+                    self.fail(BadResponse(f"headers larger than {MAX_HEAD_BYTES // 1024} KiB"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

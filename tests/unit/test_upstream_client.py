@@ -314,3 +314,16 @@ async def test_idle_connections_expire() -> None:
         assert p._idle[origin] == [] and conn.closed
         await fetch(p, origin)
     assert server.connections == 2
+
+
+async def test_endless_headers_are_a_bad_response() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await server.head(r)
+        w.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100_000):
+            w.write(b"X-Filler-%d: %s\r\n" % (i, b"f" * 100))
+            await w.drain()
+
+    async with serving(script) as (server, origin), pool() as p:
+        with pytest.raises(BadResponse, match="headers larger than 256 KiB"):
+            await fetch(p, origin)

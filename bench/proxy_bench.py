@@ -16,7 +16,9 @@ between the two proxies so both see the same machine state:
   DevOps really sends it, with a URL in every item, which the gateway rewrites
   to its own (the forwarder passes it as it is)
 - a streamed download and a streamed upload (1 GiB by default), once per
-  round: median MB/s and the largest peak RSS growth of the proxy process
+  round: median MB/s, the CPU time the proxy spends per GiB (steadier than
+  MB/s when the three processes compete for two cores) and the largest peak
+  RSS growth of the proxy process
 - N concurrent requests (2,000 by default) held open 1 s by the upstream:
   errors and peak RSS of the proxy process
 
@@ -473,15 +475,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 streams: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
                 for _ in range(args.rounds):
                     for name, (url, pid) in targets.items():
+                        before = cpu_seconds(pid)
                         if test == "download":
                             run = await download(url + DOWN.format(n=n), auth, pid)
                         else:
                             run = await upload(url + UP, auth, pid, n)
+                        run["cpu_s_per_gib"] = (cpu_seconds(pid) - before) * (1 << 30) / n
                         streams[name].append(run)
                 results[test] = {
                     name: {
                         "MB_s": statistics.median(r["MB_s"] for r in rs),
                         "MB_s_runs": [r["MB_s"] for r in rs],
+                        "cpu_s_per_gib": statistics.median(r["cpu_s_per_gib"] for r in rs),
                         "rss_growth_mib": max(r["rss_growth_mib"] for r in rs),
                     }
                     for name, rs in streams.items()
@@ -532,6 +537,10 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
             f"{args.big_mib} MiB {test:<8}       {d[g]['MB_s']:7.0f} MB/s {d[f]['MB_s']:6.0f} MB/s"
             f"   {ratio(d[g]['MB_s'], d[f]['MB_s'])}   RSS growth {d[g]['rss_growth_mib']:.1f}"
             f" / {d[f]['rss_growth_mib']:.1f} MiB"
+        )
+        lines.append(
+            f"  CPU per GiB           {d[g]['cpu_s_per_gib']:7.2f} s  {d[f]['cpu_s_per_gib']:7.2f} s"
+            f"    {ratio(d[g]['cpu_s_per_gib'], d[f]['cpu_s_per_gib'])}"
         )
     s = r["slow_concurrent"]
     lines.append(

@@ -82,6 +82,12 @@ class _Base:
     prefix: str  # where the host lives on the gateway: "" or "/_hosts/{name}"
 
 
+def _lead(origin: tuple[str, str, int]) -> str:
+    scheme, host, port = origin
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}" + ("" if port == _DEFAULT_PORTS[scheme] else f":{port}")
+
+
 def _origin(parts: SplitResult) -> tuple[str, str, int] | None:
     scheme = parts.scheme.lower()
     try:
@@ -130,6 +136,10 @@ class Rewriter:
         for base in self._bases:
             by_origin.setdefault(base.origin, []).append(base)
         self._by_origin = {k: tuple(v) for k, v in by_origin.items()}
+        # "scheme://host[:port]" exactly as Azure DevOps writes its own URLs (lower
+        # case, default port left out) -> the bases on that origin, for `map_url`'s
+        # fast path.
+        self._by_lead = {_lead(origin): bases for origin, bases in self._by_origin.items()}
         needles = {b.origin[1] for b in bases}
         if legacy:
             needles.add("visualstudio.com")
@@ -162,6 +172,32 @@ class Rewriter:
 
     def map_url(self, url: str, public_url: str | None = None) -> str | None:
         """The gateway URL for an absolute Azure DevOps URL, or None if it is not one."""
+        # Fast path for the common spelling: the origin as configured, then "/", "?",
+        # "#" or the end. The answer is the one the full parse below would give.
+        start = url.find("://") + 3
+        if start > 3:
+            end = len(url)
+            for stop in "/?#":
+                i = url.find(stop, start, end)
+                if i >= 0:
+                    end = i
+            bases = self._by_lead.get(url[:end])
+            if bases is not None:
+                path_end = len(url)
+                for stop in "?#":
+                    i = url.find(stop, end, path_end)
+                    if i >= 0:
+                        path_end = i
+                path = url[end:path_end]
+                for base in bases:
+                    if base.path and not (path == base.path or path.startswith(base.path + "/")):
+                        continue
+                    public = (public_url or self.public_url_for()).rstrip("/")
+                    return public + base.prefix + url[end + len(base.path) :]
+        return self._map_parsed(url, public_url)
+
+    def _map_parsed(self, url: str, public_url: str | None) -> str | None:
+        """`map_url` for every spelling: user info, explicit ports, any case, legacy hosts."""
         m = _ABSOLUTE.fullmatch(url)
         if m is None:
             return None

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from gateway.config.model import Config, GatewayConfig
@@ -364,3 +366,59 @@ def test_nesting_orjson_cannot_write_is_written_by_the_json_module() -> None:
     body = b'{"url":"https://dev.azure.com/x","a":' + b"[" * 300 + b"]" * 300 + b"}"
     out = rewriter().rewrite_body(body)
     assert json.loads(out)["url"] == f"{GW}/x"
+
+
+_PIECES = st.sampled_from(
+    [
+        "https://dev.azure.com",
+        "https://vsrm.dev.azure.com",
+        "HTTPS://Dev.Azure.com",
+        "https://dev.azure.com:443",
+        "http://dev.azure.com",
+        "https://fabrikam@dev.azure.com",
+        "https://dev.azure.com.evil.example",
+        "https://fabrikam.visualstudio.com",
+        "https://fabrikam.vsrm.visualstudio.com",
+        "https://tfs.contoso.com:8443",
+        "https://[::1]:8443",
+        "ftp://dev.azure.com",
+        "dev.azure.com",
+        "",
+    ]
+)
+_REST = st.lists(
+    st.sampled_from(
+        [
+            "/",
+            "fabrikam",
+            "tfs",
+            "DefaultCollection",
+            "_apis",
+            "?",
+            "#",
+            "x=1",
+            ":",
+            "@",
+            "%2F",
+            "é",
+        ]
+    ),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(_PIECES, _REST)
+def test_map_url_fast_path_answers_as_the_full_parse(origin: str, rest: str) -> None:
+    r = rewriter(
+        upstream={
+            "hosts": {
+                "main": "https://dev.azure.com",
+                "vsrm": "https://vsrm.dev.azure.com",
+                "tfs": "https://tfs.contoso.com:8443/tfs",
+                "lo": "https://[::1]:8443",
+            }
+        }
+    )
+    url = origin + rest
+    assert r.map_url(url) == r._map_parsed(url, None)

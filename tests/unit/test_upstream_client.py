@@ -19,8 +19,8 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 class Server:
     """A loopback TCP server that runs `script` for every connection it accepts."""
 
-    def __init__(self, script: Script) -> None:
-        self.script = script
+    def __init__(self, script: Script | None) -> None:
+        self.script = script or self.always_ok
         self.connections = 0
         self.requests: list[bytes] = []  # request heads, in order
         self.tasks: set[asyncio.Task[None]] = set()
@@ -37,6 +37,12 @@ class Server:
         finally:
             writer.close()
 
+    async def always_ok(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        """The default script: answer every request on the connection with OK."""
+        while True:
+            await self.head(r)
+            w.write(OK)
+
     async def head(self, reader: asyncio.StreamReader) -> bytes:
         head = await reader.readuntil(b"\r\n\r\n")
         self.requests.append(head)
@@ -45,7 +51,7 @@ class Server:
 
 @asynccontextmanager
 async def serving(script: Script | None = None) -> AsyncIterator[tuple[Server, Origin]]:
-    server = Server(script or (lambda r, w: asyncio.sleep(0)))
+    server = Server(script)
     tcp = await asyncio.start_server(server._accept, "127.0.0.1", 0)
     port = tcp.sockets[0].getsockname()[1]
     try:
@@ -86,12 +92,7 @@ def test_origin_gives_the_host_header_and_path_prefix() -> None:
 
 
 async def test_keep_alive_connection_is_reused() -> None:
-    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        while True:
-            await server.head(r)
-            w.write(OK)
-
-    async with serving(script) as (server, origin), pool() as p:
+    async with serving() as (server, origin), pool() as p:
         assert [await fetch(p, origin) for _ in range(3)] == [b"ok"] * 3
     assert server.connections == 1
     assert server.requests[0].startswith(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:")
@@ -301,12 +302,7 @@ async def test_refused_connection_is_connect_failed() -> None:
 
 
 async def test_idle_connections_expire() -> None:
-    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        while True:
-            await server.head(r)
-            w.write(OK)
-
-    async with serving(script) as (server, origin), pool() as p:
+    async with serving() as (server, origin), pool() as p:
         await fetch(p, origin)
         [conn] = p._idle[origin]
         conn.idle_since -= p.keepalive_s

@@ -355,9 +355,9 @@ class UpstreamPool:
         """Send the request; return once upstream's status line and headers are in.
 
         `headers` are sent as given, after `Host`; with a body and no
-        Content-Length among them, the body is sent chunked. A keep-alive
-        connection that upstream closed while idle is replaced, once, when
-        nothing of the body was sent on it yet.
+        Content-Length among them, the body is sent chunked. A request
+        without a body that meets a keep-alive connection upstream closed
+        while idle goes on the next pooled connection, or a new one.
         """
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
         chunked = body is not None

@@ -15,16 +15,19 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess  # noqa: S404 - runs git with fixed arguments, never a shell
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from gateway.tasks import spawn
 
 log = logging.getLogger("azdo_gateway.demo.git")
+T = TypeVar("T")
 
 GIT_SERVICES = ("info/refs", "git-upload-pack", "git-receive-pack")
 _CHUNK = 64 * 1024
@@ -106,20 +109,26 @@ class GitHttp:
             await response.write_eof()
             return response
         except BaseException:
-            # Only when something went wrong (the client went away): killing a process
-            # that already ended would reap it behind the event loop's child watcher.
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+            _kill(proc)  # only when something went wrong (the client went away)
             raise
         finally:
-            await proc.wait()
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
-                await pump
-            stderr = await errors
+            # To the end even when the handler is cancelled meanwhile (the caller closing
+            # its connection right after the last byte): a process not waited for
+            # outlives the event loop, its transport unclosed.
+            stderr = await _to_the_end(self._reap(proc, pump, errors))
             if stderr.strip():
                 log.info("git http-backend: %s", stderr.decode(errors="replace").strip())
+
+    @staticmethod
+    async def _reap(
+        proc: asyncio.subprocess.Process, pump: asyncio.Task[None], errors: asyncio.Task[bytes]
+    ) -> bytes:
+        """Wait for the process to exit and its pipes to close; return its standard error."""
+        await proc.wait()
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
+            await pump
+        return await errors
 
     def _checked(self, repo_dir: Path) -> Path:
         repo_dir = repo_dir.resolve()
@@ -180,10 +189,39 @@ async def run_git_async(*args: str, cwd: Path | None = None) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
+    try:
+        out, err = await proc.communicate()
+    except BaseException:  # cancelled: the clone is abandoned
+        _kill(proc)
+        await _to_the_end(proc.wait())
+        raise
     if proc.returncode != 0:
         raise GitError(f"git {args[0]} failed ({proc.returncode}): {err.decode().strip()}")
     return out.decode()
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL `proc` unless it is known to have exited. `os.kill`, unlike
+    `Process.kill()`, never reaps an exited child behind the event loop's child watcher
+    (which would then report it as unknown); until the watcher reaps it, its pid is its own."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+
+
+async def _to_the_end(coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro` to its end even if the caller is cancelled meanwhile; then pass the
+    cancellation on."""
+    task = spawn(coro, name="git-http-reap")
+    interrupted: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})  # unlike awaiting it, never cancels the task
+        except asyncio.CancelledError as err:
+            interrupted = err
+    if interrupted is not None:
+        raise interrupted
+    return task.result()
 
 
 class GitError(RuntimeError):

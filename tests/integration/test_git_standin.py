@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -75,5 +77,63 @@ async def test_unknown_repository_is_404(tmp_path: Path) -> None:
     try:
         with pytest.raises(GitError, match="not found"):
             await asyncio.to_thread(run_git, "ls-remote", f"{url}/nope")
+    finally:
+        await runner.cleanup()
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is still a process (running, or exited and not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_a_cancelled_answer_still_reaps_git_http_backend(tmp_path: Path) -> None:
+    """The caller closing its connection right after the last byte cancels the handler
+    while git http-backend is still exiting: the handler ends only once it is reaped."""
+    root = tmp_path / "repos"
+    (root / "app.git").mkdir(parents=True)
+    (root / "app.git" / "HEAD").write_text("ref: refs/heads/main\n")
+    go, pidfile, backend = tmp_path / "go", tmp_path / "pid", tmp_path / "git"
+    os.mkfifo(go)
+    backend.write_text(
+        "#!/bin/sh\n"
+        f"echo $$ > '{pidfile}'\n"
+        "printf 'Content-Type: text/plain\\r\\n\\r\\nanswered'\n"
+        "exec >&- 2>&-\n"  # the whole answer is out; exit only when the test says so
+        f"read line < '{go}'\n"
+    )
+    backend.chmod(0o700)
+    git = GitHttp(root)
+    git.git = str(backend)
+    loop = asyncio.get_running_loop()
+    handling: asyncio.Future[asyncio.Task[object]] = loop.create_future()
+    alive_at_end: asyncio.Future[bool] = loop.create_future()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        handling.set_result(task)
+        try:
+            return await git.serve(request, root / "app.git", "info/refs")
+        finally:
+            alive_at_end.set_result(_alive(int(pidfile.read_text())))
+
+    app = web.Application()
+    app.router.add_get("/app/info/refs", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{runner.addresses[0][1]}/app/info/refs") as r:
+                assert await r.text() == "answered"
+        (await handling).cancel()
+        await asyncio.sleep(0)  # one turn of the loop: the handler takes the cancellation
+        assert not alive_at_end.done()  # and is still waiting for the process
+        await asyncio.to_thread(go.write_text, "exit\n")
+        assert await asyncio.wait_for(alive_at_end, 30) is False
     finally:
         await runner.cleanup()

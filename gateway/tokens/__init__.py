@@ -143,9 +143,9 @@ class TokenBroker:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
-        # A provider's close() waits for an acquisition in flight (it holds the lock
-        # while MSAL talks to Entra): never block the event loop on that (a reload
-        # retires the old broker while requests are being served).
+        # A provider's close() waits (a bounded time) for acquisitions in flight, whose
+        # connections still need its CA bundle: never block the event loop on that (a
+        # reload retires the old broker while requests are being served).
         for provider in self._providers.values():
             await asyncio.to_thread(provider.close)
 

@@ -52,10 +52,11 @@ class ManagedIdentityProvider(MsalProvider[ManagedIdentityCredential]):
 
     def acquire(self, scopes: tuple[str, ...], user_assertion: str | None = None) -> IssuedToken:
         resource = scopes[0].removesuffix("/.default") if scopes else AZURE_DEVOPS_RESOURCE
-        return call_msal(
-            lambda: self._mi_client().acquire_token_for_client(resource=resource),
-            session=lambda: self._session,
-        )
+        with self._acquiring():
+            return call_msal(
+                lambda: self._mi_client().acquire_token_for_client(resource=resource),
+                session=lambda: self._session,
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -12,11 +12,12 @@ The session pins trust to `identity.ca_file` (added to the default bundle).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -127,7 +128,13 @@ CredentialT = TypeVar("CredentialT", bound=_Credential)
 
 class MsalProvider(Generic[CredentialT]):
     """What every MSAL-backed provider holds: its `credentials` entry, the identity
-    settings, and a trust store and HTTP session that subclasses build under `_lock`."""
+    settings, and a trust store and HTTP session that subclasses build under `_lock`.
+
+    Acquisitions run in threads; each runs inside `_acquiring()`. `close()` leaves the
+    session and the trust store (a temporary file its connections load) to the last
+    acquisition still in flight: it waits `close_wait_s` for them, then returns."""
+
+    close_wait_s = 5.0
 
     def __init__(self, name: str, config: CredentialT, identity: Identity) -> None:
         self.name = name
@@ -137,6 +144,9 @@ class MsalProvider(Generic[CredentialT]):
         self._trust: TrustStore | None = None
         self._session: IdentitySession | None = None
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._busy = 0  # acquisitions in flight
+        self._closing = False  # closed while some were: the last one releases
 
     def _trust_store(self) -> TrustStore:
         """The trust store, opened on first use (call with `_lock` held)."""
@@ -144,8 +154,32 @@ class MsalProvider(Generic[CredentialT]):
             self._trust = TrustStore.open(self.identity.ca_file)
         return self._trust
 
+    @contextlib.contextmanager
+    def _acquiring(self) -> Iterator[None]:
+        """Around one acquisition: what it uses stays open until it ends."""
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.notify_all()
+                    if self._closing:
+                        self._free()
+
     def _release(self) -> None:
-        """Close the session and the trust store (call with `_lock` held)."""
+        """Close the session and the trust store (call with `_lock` held) once no
+        acquisition is in flight; past `close_wait_s`, the last one to end does."""
+        self._idle.wait_for(lambda: not self._busy, timeout=self.close_wait_s)
+        if self._busy:
+            self._closing = True
+        else:
+            self._free()
+
+    def _free(self) -> None:
+        self._closing = False
         if self._session is not None:
             self._session.close()
             self._session = None

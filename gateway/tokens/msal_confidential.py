@@ -215,9 +215,10 @@ class ConfidentialCredential(MsalProvider[AppCredential]):
             return app
 
     def _acquire_with(self, call: Callable[[msal.ConfidentialClientApplication], Any]) -> Any:
-        return call_msal(
-            lambda: call(self._application()), self._secret_values(), lambda: self._session
-        )
+        with self._acquiring():
+            return call_msal(
+                lambda: call(self._application()), self._secret_values(), lambda: self._session
+            )
 
     def _secret_values(self) -> tuple[str | None, ...]:
         secret = getattr(self.config, "client_secret", None)

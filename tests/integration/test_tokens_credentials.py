@@ -3,7 +3,9 @@ workload identity file rotation, managed identity kinds, PATs, trust and discove
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import threading
 from pathlib import Path
 
 import jwt
@@ -15,6 +17,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from gateway.config.model import Client, Config, GatewayConfig
 from gateway.errors import CredentialUnavailable
 from gateway.tokens import TokenBroker
+from gateway.tokens.base import AZURE_DEVOPS_DEFAULT_SCOPE as DEFAULT_SCOPE
+from gateway.tokens.msal_common import IdentitySession
+from gateway.tokens.msal_confidential import ConfidentialCredential
 from tests.integration.tokens_support import (
     app_identity,
     broker_for,
@@ -231,3 +236,41 @@ async def test_managed_identity_through_the_instance_metadata_service(
     await started(broker)
     assert (await _token(broker, config, "vm"))["oid"] == mi.object_id
     assert entra.requests_by[("managed_identity", "vm-uami")] == 1
+
+
+async def test_closing_a_provider_mid_acquisition_keeps_its_ca_bundle_until_it_ends(
+    make_entra, monkeypatch
+):
+    """A broker closed (shutdown, reload) while an acquisition runs in its thread: the
+    CA bundle that acquisition's connection loads is removed only once it is done."""
+    entra = await make_entra()
+    entra.register_app("sp", secret="s")
+    config = config_for(
+        entra, {"sp": {"type": "client_secret", "client_id": "sp", "client_secret": "s"}}
+    )
+    provider = ConfidentialCredential(
+        "sp", config.gateway.credentials["sp"], config.gateway.identity
+    )
+    provider.close_wait_s = 0  # close() returns at once: the acquisition in flight releases
+    connecting, go = threading.Event(), threading.Event()
+    real_request = IdentitySession.request
+
+    def held_request(self, method, url, *args, **kwargs):
+        if method == "POST":  # the token request (discovery is done by then)
+            connecting.set()
+            assert go.wait(30)
+        return real_request(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(IdentitySession, "request", held_request)
+    acquiring = asyncio.ensure_future(asyncio.to_thread(provider.acquire, (DEFAULT_SCOPE,)))
+    try:
+        assert await asyncio.to_thread(connecting.wait, 30)
+        assert provider._trust is not None
+        bundle = Path(str(provider._trust.verify))
+        await asyncio.to_thread(provider.close)
+        assert bundle.is_file()
+    finally:
+        go.set()
+    token = await asyncio.wait_for(acquiring, 30)
+    assert jwt.decode(token.access_token, options={"verify_signature": False})["appid"] == "sp"
+    assert not bundle.exists()

@@ -7,6 +7,8 @@ import asyncio
 import os
 from pathlib import Path
 
+from tests.processes import communicate
+
 
 def git_env(home: Path, **extra: str) -> dict[str, str]:
     """No system or user configuration but what `home` holds, no prompts, a fixed author."""
@@ -36,6 +38,6 @@ async def git_call(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    out, _ = await communicate(proc, timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")

@@ -4,6 +4,7 @@ lines (and the README's examples) work, and that Ctrl-C stops cleanly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shlex
@@ -13,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.processes import communicate, wait
 
 pytestmark = [
     pytest.mark.slow,
@@ -54,7 +57,7 @@ async def _run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, st
     proc = await asyncio.create_subprocess_exec(
         *argv, env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    out, _ = await communicate(proc, 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
 
@@ -152,8 +155,9 @@ async def test_demo_prints_lines_that_work_and_stops_on_ctrl_c(tmp_path: Path) -
         assert codes == ["200", "403", "200", "200"]
     finally:
         if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-        rc = await asyncio.wait_for(proc.wait(), 30)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGINT)  # no Process.send_signal(): see reap()
+        rc = await wait(proc, 30)
     rest = (await proc.stdout.read()).decode()
     errors = (await proc.stderr.read()).decode()
     assert rc == 0, errors

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import communicate
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +40,7 @@ async def test_demo_check_passes_without_git(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out_bytes, _ = await asyncio.wait_for(proc.communicate(), 60)
+    out_bytes, _ = await communicate(proc, 60)
     out = out_bytes.decode(errors="replace")
     assert proc.returncode == 0, out
     assert out.rstrip().endswith("demo check: ok")

@@ -14,6 +14,7 @@ import pytest
 from tests.fakes.azdo import FakeAzdo
 from tests.gitclient import git_call, git_env
 from tests.harness import RunningGateway, new_key
+from tests.processes import communicate
 
 PAT = "upstream-pat-for-git"
 REPO = "/fabrikam/Fabrikam-Fiber/_git/fiber"
@@ -93,7 +94,7 @@ async def test_push_a_large_pack_through_the_gateway(setup: Any, tmp_path: Path)
     proc = await asyncio.create_subprocess_exec(
         "git", "cat-file", "blob", "main:data.bin", cwd=bare, stdout=asyncio.subprocess.PIPE
     )
-    stored, _ = await proc.communicate()
+    stored, _ = await communicate(proc, 60)
     assert hashlib.sha256(stored).digest() == hashlib.sha256(blob).digest()
     # git probes with a tiny request first, then streams the pack chunked
     probe, push = [s for s in fake.seen if s.path.endswith("/git-receive-pack")]

@@ -16,6 +16,7 @@ import trustme
 
 from tests.fakes.permissive import start_proxy
 from tests.harness import new_key, pat_client_config, write_config
+from tests.processes import communicate, reap
 
 
 async def test_admin_endpoints(make_fake_azdo: Any, make_gateway: Any) -> None:
@@ -214,9 +215,7 @@ async def test_run_drains_on_sigterm_and_exits_0(make_fake_azdo: Any, tmp_path: 
         rest = (await proc.stderr.read()).decode()
         assert "stopped" in rest, "".join(log) + rest
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
 
 
 async def test_run_reports_a_bad_config_and_exits_1(tmp_path: Path) -> None:
@@ -232,10 +231,10 @@ async def test_run_reports_a_bad_config_and_exits_1(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    err = (await communicate(proc, 30))[1].decode()
     assert proc.returncode == 1
-    assert "listen.port" in err.decode()
-    assert "Traceback" not in err.decode()
+    assert "listen.port" in err
+    assert "Traceback" not in err
 
 
 async def test_oversized_request_line_and_headers_are_400(

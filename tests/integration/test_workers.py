@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import yaml
 
 from tests.harness import new_key, pat_client_config, write_config
 from tests.integration.ops_support import Upstream, metric, metric_values
+from tests.processes import wait
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,11 +142,13 @@ async def test_workers_share_a_port_survive_a_crash_and_stop_on_sigterm(tmp_path
         await sup.wait_for(r"configuration reloaded \(SIGHUP\): 2 clients", 2)
         assert await burst(2) == [200] * 2
     finally:
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            code = await proc.wait()
-        await sup._reader
-        await upstream.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)  # no Process.send_signal(): see reap()
+        try:
+            code = await wait(proc, 20)
+        finally:
+            await sup._reader
+            await upstream.close()
     assert code == 0, "\n".join(sup.lines)
     assert any("supervisor stopping" in line for line in sup.lines)
     for line in sup.lines:

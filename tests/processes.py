@@ -1,0 +1,43 @@
+"""Child processes in tests: every one is waited for, on every path.
+
+A process a test started but did not wait for (its timeout hit, the test failed or was
+cancelled) outlives the test's event loop; its transport is then collected, unclosed,
+during some later test, which fails on the ResourceWarning."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+
+REAP_S = 30.0
+
+
+async def reap(proc: asyncio.subprocess.Process) -> int:
+    """Kill `proc` unless it is known to have exited, and wait for it and its pipes.
+    (`os.kill`, unlike `Process.kill()`, never reaps it behind the child watcher.)"""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+    return await asyncio.wait_for(proc.wait(), REAP_S)
+
+
+async def communicate(proc: asyncio.subprocess.Process, timeout: float) -> tuple[bytes, bytes]:
+    """`proc.communicate()` within `timeout`; past it (or on any failure) the process is
+    killed and waited for before the error propagates."""
+    try:
+        return await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException:
+        await reap(proc)
+        raise
+
+
+async def wait(proc: asyncio.subprocess.Process, timeout: float) -> int:
+    """`proc.wait()` within `timeout`; past it the process is killed and waited for, and
+    TimeoutError raised."""
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except BaseException:
+        await reap(proc)
+        raise

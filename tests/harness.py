@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,16 @@ def new_key(prefix: str = "azgw_test_") -> tuple[str, str]:
     """A gateway key for tests and the sha256 the policy stores for it."""
     key = prefix + secrets.token_urlsafe(24)
     return key, hashlib.sha256(key.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs: bound,
+    never listening. (A port merely closed again may meanwhile be taken by another
+    process, or be the source port the kernel picks for the connection to it.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @dataclass

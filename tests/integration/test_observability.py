@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import base64
 import re
-import socket
+from collections.abc import Iterator
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import new_key
+from tests.harness import new_key, refusing_port
 from tests.integration.ops_support import audit_lines, use_test_runtime
 
 PAT = "upstream-pat-s3cr3t-value"
 SP_SECRET = "sp-client-s3cr3t-value"
 
 
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    with refusing_port() as port:
+        yield port
 
 
 async def test_metrics_and_audit_from_real_requests(
-    make_entra, make_fake_azdo, make_gateway, tmp_path
+    make_entra, make_fake_azdo, make_gateway, tmp_path, closed_port
 ):  # make_entra first: the identity provider outlives the gateway
     fake = await make_fake_azdo()
     entra = await make_entra()
@@ -35,7 +34,7 @@ async def test_metrics_and_audit_from_real_requests(
     key3, digest3 = new_key()
     gw = await make_gateway(
         {
-            "upstream": {"hosts": {"main": fake.url, "vsrm": f"http://127.0.0.1:{closed_port()}"}},
+            "upstream": {"hosts": {"main": fake.url, "vsrm": f"http://127.0.0.1:{closed_port}"}},
             "identity": entra.identity(),
             "credentials": {
                 "server": {"type": "pat", "pat": PAT},

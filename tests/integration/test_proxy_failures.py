@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import trustme
 
 from gateway.types import ClientIdentity, RequestContext, UpstreamToken
 from tests.fakes.permissive import PAT_HEADER, Proxy, start_proxy
+from tests.harness import refusing_port
 
 
 @pytest.fixture
@@ -47,17 +47,19 @@ async def gateway_error(r: aiohttp.ClientResponse) -> dict[str, Any]:
     return body
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    with refusing_port() as port:
+        yield port
 
 
-async def test_unreachable_upstream_is_502(make_fake_azdo: Any, make_gateway: Any) -> None:
+async def test_unreachable_upstream_is_502(
+    make_fake_azdo: Any, make_gateway: Any, closed_port: int
+) -> None:
     proxy = await start_proxy(
         make_fake_azdo,
         make_gateway,
-        upstream={"hosts": {"main": f"http://127.0.0.1:{free_port()}"}},
+        upstream={"hosts": {"main": f"http://127.0.0.1:{closed_port}"}},
     )
     async with (
         aiohttp.ClientSession() as s,

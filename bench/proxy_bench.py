@@ -538,9 +538,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
             f"   {ratio(d[g]['MB_s'], d[f]['MB_s'])}   RSS growth {d[g]['rss_growth_mib']:.1f}"
             f" / {d[f]['rss_growth_mib']:.1f} MiB"
         )
+        cpu_g, cpu_f = d[g]["cpu_s_per_gib"], d[f]["cpu_s_per_gib"]
         lines.append(
-            f"  CPU per GiB           {d[g]['cpu_s_per_gib']:7.2f} s  {d[f]['cpu_s_per_gib']:7.2f} s"
-            f"    {ratio(d[g]['cpu_s_per_gib'], d[f]['cpu_s_per_gib'])}"
+            f"  CPU per GiB           {cpu_g:7.2f} s  {cpu_f:7.2f} s    {ratio(cpu_g, cpu_f)}"
         )
     s = r["slow_concurrent"]
     lines.append(

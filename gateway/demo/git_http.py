@@ -96,6 +96,7 @@ class GitHttp:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # see _kill()
         )
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         pump = spawn(self._pump(request, proc.stdin), name="git-http-stdin")
@@ -188,6 +189,7 @@ async def run_git_async(*args: str, cwd: Path | None = None) -> str:
         env=_git_env(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # see _kill()
     )
     try:
         out, err = await proc.communicate()
@@ -201,12 +203,12 @@ async def run_git_async(*args: str, cwd: Path | None = None) -> str:
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL `proc` unless it is known to have exited. `os.kill`, unlike
-    `Process.kill()`, never reaps an exited child behind the event loop's child watcher
-    (which would then report it as unknown); until the watcher reaps it, its pid is its own."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
+    """SIGKILL `proc` (started in a session of its own) and every process it started:
+    the git program `git http-backend` runs holds the same pipes, and waiting for `proc`
+    waits for them to close. `os.killpg`, unlike `Process.kill()`, never reaps an exited
+    child behind the event loop's child watcher (which would then report it as unknown)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def _to_the_end(coro: Coroutine[Any, Any, T]) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -135,5 +136,70 @@ async def test_a_cancelled_answer_still_reaps_git_http_backend(tmp_path: Path) -
         assert not alive_at_end.done()  # and is still waiting for the process
         await asyncio.to_thread(go.write_text, "exit\n")
         assert await asyncio.wait_for(alive_at_end, 30) is False
+    finally:
+        await runner.cleanup()
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie left to init does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_a_cancelled_answer_kills_what_git_http_backend_started(tmp_path: Path) -> None:
+    """git http-backend runs git receive-pack, which holds the same pipes: a handler
+    cancelled mid-answer (the client went away) ends once both are gone."""
+    root = tmp_path / "repos"
+    (root / "app.git").mkdir(parents=True)
+    (root / "app.git" / "HEAD").write_text("ref: refs/heads/main\n")
+    pidfile, childfile, backend = tmp_path / "pid", tmp_path / "child", tmp_path / "git"
+    backend.write_text(
+        "#!/bin/sh\n"
+        f"echo $$ > '{pidfile}'\n"
+        "sleep 600 &\n"  # a child holding the pipes, answering nothing
+        f"echo $! > '{childfile}.tmp' && mv '{childfile}.tmp' '{childfile}'\n"
+        "wait\n"
+    )
+    backend.chmod(0o700)
+    git = GitHttp(root)
+    git.git = str(backend)
+    loop = asyncio.get_running_loop()
+    handling: asyncio.Future[asyncio.Task[object]] = loop.create_future()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if handling.done():  # the client's retry on the closed connection
+            raise web.HTTPServiceUnavailable()
+        task = asyncio.current_task()
+        assert task is not None
+        handling.set_result(task)
+        try:
+            return await git.serve(request, root / "app.git", "info/refs")
+        finally:
+            ended.set_result(None)
+
+    app = web.Application()
+    app.router.add_get("/app/info/refs", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            call = asyncio.ensure_future(
+                s.get(f"http://127.0.0.1:{runner.addresses[0][1]}/app/info/refs")
+            )
+            task = await asyncio.wait_for(handling, 30)
+            while not childfile.exists():
+                await asyncio.sleep(0.01)  # polls the script's progress
+            task.cancel()
+            await asyncio.wait_for(ended, 30)
+            assert not _alive(int(pidfile.read_text()))
+            assert not _running(int(childfile.read_text()))
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await call
     finally:
         await runner.cleanup()

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
+from pathlib import Path
 
 REAP_S = 30.0
 
@@ -41,3 +43,24 @@ async def wait(proc: asyncio.subprocess.Process, timeout: float) -> int:
     except BaseException:
         await reap(proc)
         raise
+
+
+async def start_demo(
+    *args: str, env: dict[str, str], cwd: Path, stderr: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """`azdo-gateway demo ARGS` on free ports, with its output on pipes."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "demo",
+        *args,
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import communicate, wait
+from tests.processes import communicate, start_demo, wait
 
 pytestmark = [
     pytest.mark.slow,
@@ -78,20 +78,7 @@ async def _curl(
 
 async def test_demo_prints_lines_that_work_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "demo",
-        "--port",
-        "0",
-        "--admin-port",
-        "0",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_demo(env=env, cwd=tmp_path)
     assert proc.stdout is not None and proc.stderr is not None
     printed: list[str] = []
     try:

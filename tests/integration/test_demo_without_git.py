@@ -4,12 +4,11 @@ the examples it prints are the ones its stand-in can answer, and all of them pas
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.processes import communicate
+from tests.processes import communicate, start_demo
 
 pytestmark = pytest.mark.slow
 
@@ -25,21 +24,7 @@ async def test_demo_check_passes_without_git(tmp_path: Path) -> None:
         "PYTHONPATH": str(ROOT),
         "LC_ALL": "C",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "demo",
-        "--check",
-        "--port",
-        "0",
-        "--admin-port",
-        "0",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await start_demo("--check", env=env, cwd=tmp_path, stderr=asyncio.subprocess.STDOUT)
     out_bytes, _ = await communicate(proc, 60)
     out = out_bytes.decode(errors="replace")
     assert proc.returncode == 0, out

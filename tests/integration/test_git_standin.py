@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -82,6 +83,35 @@ async def test_unknown_repository_is_404(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
+def _scripted_backend(tmp_path: Path, script: str) -> tuple[GitHttp, Path]:
+    """A GitHttp whose `git` is a shell script, and the (empty) repository it serves."""
+    repo = tmp_path / "repos" / "app.git"
+    repo.mkdir(parents=True)
+    (repo / "HEAD").write_text("ref: refs/heads/main\n")
+    backend = tmp_path / "git"
+    backend.write_text("#!/bin/sh\n" + script)
+    backend.chmod(0o700)
+    git = GitHttp(repo.parent)
+    git.git = str(backend)
+    return git, repo
+
+
+@contextlib.asynccontextmanager
+async def _serving_refs(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """Serve `handler` at /app/info/refs on a free port; yield that URL."""
+    app = web.Application()
+    app.router.add_get("/app/info/refs", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/app/info/refs"
+    finally:
+        await runner.cleanup()
+
+
 def _alive(pid: int) -> bool:
     """Whether `pid` is still a process (running, or exited and not yet reaped)."""
     try:
@@ -94,21 +124,15 @@ def _alive(pid: int) -> bool:
 async def test_a_cancelled_answer_still_reaps_git_http_backend(tmp_path: Path) -> None:
     """The caller closing its connection right after the last byte cancels the handler
     while git http-backend is still exiting: the handler ends only once it is reaped."""
-    root = tmp_path / "repos"
-    (root / "app.git").mkdir(parents=True)
-    (root / "app.git" / "HEAD").write_text("ref: refs/heads/main\n")
-    go, pidfile, backend = tmp_path / "go", tmp_path / "pid", tmp_path / "git"
+    go, pidfile = tmp_path / "go", tmp_path / "pid"
     os.mkfifo(go)
-    backend.write_text(
-        "#!/bin/sh\n"
+    git, repo = _scripted_backend(
+        tmp_path,
         f"echo $$ > '{pidfile}'\n"
         "printf 'Content-Type: text/plain\\r\\n\\r\\nanswered'\n"
         "exec >&- 2>&-\n"  # the whole answer is out; exit only when the test says so
-        f"read line < '{go}'\n"
+        f"read line < '{go}'\n",
     )
-    backend.chmod(0o700)
-    git = GitHttp(root)
-    git.git = str(backend)
     loop = asyncio.get_running_loop()
     handling: asyncio.Future[asyncio.Task[object]] = loop.create_future()
     alive_at_end: asyncio.Future[bool] = loop.create_future()
@@ -118,26 +142,19 @@ async def test_a_cancelled_answer_still_reaps_git_http_backend(tmp_path: Path) -
         assert task is not None
         handling.set_result(task)
         try:
-            return await git.serve(request, root / "app.git", "info/refs")
+            return await git.serve(request, repo, "info/refs")
         finally:
             alive_at_end.set_result(_alive(int(pidfile.read_text())))
 
-    app = web.Application()
-    app.router.add_get("/app/info/refs", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
+    async with _serving_refs(handler) as url:
         async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{runner.addresses[0][1]}/app/info/refs") as r:
+            async with s.get(url) as r:
                 assert await r.text() == "answered"
         (await handling).cancel()
         await asyncio.sleep(0)  # one turn of the loop: the handler takes the cancellation
         assert not alive_at_end.done()  # and is still waiting for the process
         await asyncio.to_thread(go.write_text, "exit\n")
         assert await asyncio.wait_for(alive_at_end, 30) is False
-    finally:
-        await runner.cleanup()
 
 
 def _running(pid: int) -> bool:
@@ -152,20 +169,14 @@ def _running(pid: int) -> bool:
 async def test_a_cancelled_answer_kills_what_git_http_backend_started(tmp_path: Path) -> None:
     """git http-backend runs git receive-pack, which holds the same pipes: a handler
     cancelled mid-answer (the client went away) ends once both are gone."""
-    root = tmp_path / "repos"
-    (root / "app.git").mkdir(parents=True)
-    (root / "app.git" / "HEAD").write_text("ref: refs/heads/main\n")
-    pidfile, childfile, backend = tmp_path / "pid", tmp_path / "child", tmp_path / "git"
-    backend.write_text(
-        "#!/bin/sh\n"
+    pidfile, childfile = tmp_path / "pid", tmp_path / "child"
+    git, repo = _scripted_backend(
+        tmp_path,
         f"echo $$ > '{pidfile}'\n"
         "sleep 600 &\n"  # a child holding the pipes, answering nothing
         f"echo $! > '{childfile}.tmp' && mv '{childfile}.tmp' '{childfile}'\n"
-        "wait\n"
+        "wait\n",
     )
-    backend.chmod(0o700)
-    git = GitHttp(root)
-    git.git = str(backend)
     loop = asyncio.get_running_loop()
     handling: asyncio.Future[asyncio.Task[object]] = loop.create_future()
     ended: asyncio.Future[None] = loop.create_future()
@@ -177,20 +188,13 @@ async def test_a_cancelled_answer_kills_what_git_http_backend_started(tmp_path: 
         assert task is not None
         handling.set_result(task)
         try:
-            return await git.serve(request, root / "app.git", "info/refs")
+            return await git.serve(request, repo, "info/refs")
         finally:
             ended.set_result(None)
 
-    app = web.Application()
-    app.router.add_get("/app/info/refs", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
+    async with _serving_refs(handler) as url:
         async with aiohttp.ClientSession() as s:
-            call = asyncio.ensure_future(
-                s.get(f"http://127.0.0.1:{runner.addresses[0][1]}/app/info/refs")
-            )
+            call = asyncio.ensure_future(s.get(url))
             task = await asyncio.wait_for(handling, 30)
             while not childfile.exists():
                 await asyncio.sleep(0.01)  # polls the script's progress
@@ -201,5 +205,3 @@ async def test_a_cancelled_answer_kills_what_git_http_backend_started(tmp_path: 
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
                 await call
-    finally:
-        await runner.cleanup()

@@ -89,15 +89,27 @@ class GitHttp:
         ):
             if header in request.headers:
                 env[var] = request.headers[header]
-        proc = await asyncio.create_subprocess_exec(
-            self.git,
-            "http-backend",
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # see _kill()
+        starting = spawn(
+            asyncio.create_subprocess_exec(
+                self.git,
+                "http-backend",
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # see _kill()
+            ),
+            name="git-http-start",
         )
+        try:
+            proc = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # Cancelled while the process was being started (its pipes connecting):
+            # it starts all the same, so stop it and wait for it before passing the
+            # cancellation on. (Cancelling the start itself would wait for the process
+            # to exit, which what it started may delay for good.)
+            await _to_the_end(_stop(starting))
+            raise
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         pump = spawn(self._pump(request, proc.stdin), name="git-http-stdin")
         errors = spawn(proc.stderr.read(), name="git-http-stderr")
@@ -209,6 +221,16 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
     child behind the event loop's child watcher (which would then report it as unknown)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def _stop(starting: asyncio.Task[asyncio.subprocess.Process]) -> None:
+    """Once `starting` has started its process, kill it (and what it started) and reap it."""
+    try:
+        proc = await starting
+    except OSError:
+        return  # it never started
+    _kill(proc)
+    await proc.wait()
 
 
 async def _to_the_end(coro: Coroutine[Any, Any, T]) -> T:

@@ -96,10 +96,34 @@ def _scripted_backend(tmp_path: Path, script: str) -> tuple[GitHttp, Path]:
     return git, repo
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _refs_handler(
+    git: GitHttp,
+    repo: Path,
+    handling: asyncio.Future[asyncio.Task[object]],
+    at_end: Callable[[], None],
+) -> Handler:
+    """A handler serving info/refs through `git` that hands its task to `handling`
+    and calls `at_end` however it ends."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if handling.done():  # a client's retry on the closed connection
+            raise web.HTTPServiceUnavailable()
+        task = asyncio.current_task()
+        assert task is not None
+        handling.set_result(task)
+        try:
+            return await git.serve(request, repo, "info/refs")
+        finally:
+            at_end()
+
+    return handler
+
+
 @contextlib.asynccontextmanager
-async def _serving_refs(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> AsyncIterator[str]:
+async def _serving_refs(handler: Handler) -> AsyncIterator[str]:
     """Serve `handler` at /app/info/refs on a free port; yield that URL."""
     app = web.Application()
     app.router.add_get("/app/info/refs", handler)
@@ -137,15 +161,9 @@ async def test_a_cancelled_answer_still_reaps_git_http_backend(tmp_path: Path) -
     handling: asyncio.Future[asyncio.Task[object]] = loop.create_future()
     alive_at_end: asyncio.Future[bool] = loop.create_future()
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        task = asyncio.current_task()
-        assert task is not None
-        handling.set_result(task)
-        try:
-            return await git.serve(request, repo, "info/refs")
-        finally:
-            alive_at_end.set_result(_alive(int(pidfile.read_text())))
-
+    handler = _refs_handler(
+        git, repo, handling, lambda: alive_at_end.set_result(_alive(int(pidfile.read_text())))
+    )
     async with _serving_refs(handler) as url:
         async with aiohttp.ClientSession() as s:
             async with s.get(url) as r:
@@ -185,17 +203,7 @@ async def test_a_cancelled_answer_kills_what_git_http_backend_started(
     handling: asyncio.Future[asyncio.Task[object]] = loop.create_future()
     ended: asyncio.Future[None] = loop.create_future()
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        if handling.done():  # the client's retry on the closed connection
-            raise web.HTTPServiceUnavailable()
-        task = asyncio.current_task()
-        assert task is not None
-        handling.set_result(task)
-        try:
-            return await git.serve(request, repo, "info/refs")
-        finally:
-            ended.set_result(None)
-
+    handler = _refs_handler(git, repo, handling, lambda: ended.set_result(None))
     async with _serving_refs(handler) as url:
         async with aiohttp.ClientSession() as s:
             call = asyncio.ensure_future(s.get(url))

@@ -45,22 +45,35 @@ async def wait(proc: asyncio.subprocess.Process, timeout: float) -> int:
         raise
 
 
-async def start_demo(
-    *args: str, env: dict[str, str], cwd: Path, stderr: int = asyncio.subprocess.PIPE
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def start_gateway(
+    command: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    stdout: int | None = asyncio.subprocess.PIPE,
+    stderr: int = asyncio.subprocess.PIPE,
 ) -> asyncio.subprocess.Process:
-    """`azdo-gateway demo ARGS` on free ports, with its output on pipes."""
+    """`azdo-gateway COMMAND ARGS` (python -m gateway), its output on pipes."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "gateway",
-        "demo",
+        command,
         *args,
-        "--port",
-        "0",
-        "--admin-port",
-        "0",
         env=env,
         cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
+        stdout=stdout,
         stderr=stderr,
+    )
+
+
+async def start_demo(
+    *args: str, env: dict[str, str], cwd: Path, stderr: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """`azdo-gateway demo ARGS` on free ports, with its output on pipes."""
+    return await start_gateway(
+        "demo", *args, "--port", "0", "--admin-port", "0", env=env, cwd=cwd, stderr=stderr
     )

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import ssl
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import trustme
 
 from tests.fakes.permissive import start_proxy
 from tests.harness import new_key, pat_client_config, write_config
-from tests.processes import communicate, reap
+from tests.processes import communicate, reap, start_gateway
 
 
 async def test_admin_endpoints(make_fake_azdo: Any, make_gateway: Any) -> None:
@@ -175,19 +174,8 @@ async def test_run_drains_on_sigterm_and_exits_0(make_fake_azdo: Any, tmp_path: 
         *pat_client_config(fake.url, digest, scopes=["vso.project"], shutdown_grace_s=20),
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "run",
-        "-c",
-        str(cfg),
-        "--workers",
-        "1",
-        cwd=Path(__file__).parents[2],
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    proc = await start_gateway(
+        "run", "-c", str(cfg), "--workers", "1", env=env, stdout=asyncio.subprocess.DEVNULL
     )
     assert proc.stderr is not None
     log: list[str] = []
@@ -220,17 +208,7 @@ async def test_run_drains_on_sigterm_and_exits_0(make_fake_azdo: Any, tmp_path: 
 
 async def test_run_reports_a_bad_config_and_exits_1(tmp_path: Path) -> None:
     (tmp_path / "gateway.yaml").write_text("listen: {port: 99999}\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "run",
-        "-c",
-        str(tmp_path / "gateway.yaml"),
-        cwd=Path(__file__).parents[2],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_gateway("run", "-c", str(tmp_path / "gateway.yaml"))
     err = (await communicate(proc, 30))[1].decode()
     assert proc.returncode == 1
     assert "listen.port" in err

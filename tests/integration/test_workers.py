@@ -7,7 +7,6 @@ import contextlib
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +15,7 @@ import yaml
 
 from tests.harness import new_key, pat_client_config, write_config
 from tests.integration.ops_support import Upstream, metric, metric_values
-from tests.processes import wait
+from tests.processes import start_gateway, wait
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,19 +63,7 @@ async def test_workers_share_a_port_survive_a_crash_and_stop_on_sigterm(tmp_path
     metrics_dir = tmp_path / "metrics"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AZDO_GATEWAY")}
     env.update(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), PYTHONPATH=str(ROOT))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "run",
-        "-c",
-        str(cfg),
-        "--workers",
-        "2",
-        env=env,
-        cwd=ROOT,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_gateway("run", "-c", str(cfg), "--workers", "2", env=env, stdout=None)
     sup = Supervised(proc)
     auth = {"Authorization": aiohttp.encode_basic_auth("", key)}
     try:

@@ -67,6 +67,17 @@ def write_config(tmp_path: Path, gateway_yaml: dict[str, Any], policies: dict[st
     return cfg_path
 
 
+def key_client_policy(digest: str, *, scopes: list[str]) -> dict[str, Any]:
+    """Policy documents: one client `ci` with one gateway key, behind credential `server`."""
+    client = {
+        "name": "ci",
+        "credential": "server",
+        "scopes": scopes,
+        "api_keys": [{"id": "k1", "sha256": digest}],
+    }
+    return {"ci.yaml": {"clients": [client]}}
+
+
 def pat_client_config(
     upstream_url: str, digest: str, *, scopes: list[str], shutdown_grace_s: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -76,13 +87,7 @@ def pat_client_config(
         "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}},
         "limits": {"shutdown_grace_s": shutdown_grace_s},
     }
-    client = {
-        "name": "ci",
-        "credential": "server",
-        "scopes": scopes,
-        "api_keys": [{"id": "k1", "sha256": digest}],
-    }
-    return gateway_yaml, {"ci.yaml": {"clients": [client]}}
+    return gateway_yaml, key_client_policy(digest, scopes=scopes)
 
 
 async def start_gateway(

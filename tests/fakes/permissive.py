@@ -16,7 +16,7 @@ from gateway.catalog import Catalog
 from gateway.policy import Policy
 from gateway.types import ClientIdentity, Decision, Match, Operation, RequestContext
 from tests.fakes.azdo import FakeAzdo
-from tests.harness import RunningGateway, new_key
+from tests.harness import RunningGateway, key_client_policy, new_key
 
 PAT = "upstream-pat-0123456789"
 PAT_HEADER = aiohttp.encode_basic_auth("", PAT)
@@ -67,21 +67,7 @@ async def start_proxy(
             doc[name] = {**doc[name], **value}
         else:
             doc[name] = value
-    gw = await make_gateway(
-        doc,
-        {
-            "ci.yaml": {
-                "clients": [
-                    {
-                        "name": "ci",
-                        "credential": "server",
-                        "scopes": ["vso.code"],
-                        "api_keys": [{"id": "k1", "sha256": digest}],
-                    }
-                ]
-            }
-        },
-    )
+    gw = await make_gateway(doc, key_client_policy(digest, scopes=["vso.code"]))
     rt = gw.gateway.runtime
     gw.gateway.swap(
         dataclasses.replace(rt, catalog=AnyOperation(()), policy=AllowAll(rt.config, rt.catalog))

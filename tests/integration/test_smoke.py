@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from tests.harness import new_key
+from tests.harness import key_client_policy, new_key
 
 
 async def test_key_request_reaches_upstream_with_injected_pat(make_fake_azdo, make_gateway):
@@ -13,18 +13,7 @@ async def test_key_request_reaches_upstream_with_injected_pat(make_fake_azdo, ma
             "upstream": {"hosts": {"main": fake.url}},
             "credentials": {"server": {"type": "pat", "pat": "upstream-pat"}},
         },
-        {
-            "ci.yaml": {
-                "clients": [
-                    {
-                        "name": "ci",
-                        "credential": "server",
-                        "scopes": ["vso.code"],
-                        "api_keys": [{"id": "k1", "sha256": digest}],
-                    }
-                ]
-            }
-        },
+        key_client_policy(digest, scopes=["vso.code"]),
     )
     async with aiohttp.ClientSession() as s:
         async with s.get(

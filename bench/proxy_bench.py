@@ -294,6 +294,16 @@ async def py_load(url: str, auth: str, connections: int, seconds: float) -> dict
     }
 
 
+def streamed(nbytes: int, seconds: float, rss: PeakRss) -> dict[str, float]:
+    """The figures of one streamed transfer."""
+    return {
+        "MB_s": nbytes / seconds / 1e6,
+        "seconds": seconds,
+        "bytes": nbytes,
+        "rss_growth_mib": rss.peak - rss.start,
+    }
+
+
 async def download(url: str, auth: str, pid: int) -> dict[str, float]:
     got = 0
     async with aiohttp.ClientSession(auto_decompress=False) as s, PeakRss(pid) as rss:
@@ -303,12 +313,7 @@ async def download(url: str, auth: str, pid: int) -> dict[str, float]:
             async for chunk in r.content.iter_any():
                 got += len(chunk)
         seconds = time.perf_counter() - t
-    return {
-        "MB_s": got / seconds / 1e6,
-        "seconds": seconds,
-        "bytes": got,
-        "rss_growth_mib": rss.peak - rss.start,
-    }
+    return streamed(got, seconds, rss)
 
 
 async def upload(url: str, auth: str, pid: int, n: int) -> dict[str, float]:
@@ -323,12 +328,7 @@ async def upload(url: str, auth: str, pid: int, n: int) -> dict[str, float]:
             received = (await r.json())["received"]
         seconds = time.perf_counter() - t
     assert received == n, received
-    return {
-        "MB_s": n / seconds / 1e6,
-        "seconds": seconds,
-        "bytes": n,
-        "rss_growth_mib": rss.peak - rss.start,
-    }
+    return streamed(n, seconds, rss)
 
 
 async def concurrent(url: str, auth: str, pid: int, n: int) -> dict[str, float]:

@@ -28,6 +28,9 @@ class Operation:
     deny_reason: str | None = None  # always denied with this reason (SOAP, batch)
     note: str = ""  # why a hand-written entry exists / what the spec says
     query: tuple[tuple[str, str], ...] = ()  # this operation only when these query params match
+    # a form of the operation that leaves out these optional path segments (the
+    # specification's "x-ms-required": false); () for its full template
+    omits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

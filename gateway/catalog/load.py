@@ -2,6 +2,8 @@
 
 The catalog ships inside the wheel as `gateway/catalog/data/`; in a source
 checkout (editable installs, tests) it is the repository's `policies/azure-devops/`.
+An operation row may list `forms`: the same operation at templates that leave out
+some of its `{parameter}` segments; each becomes an Operation with `omits` set.
 Rejects (CatalogError) a file that is missing or an entry that is malformed.
 """
 
@@ -14,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gateway.catalog.forms import shape
 from gateway.catalog.scopes import Scope
 from gateway.catalog.trie import TemplateError, parse_template
 from gateway.errors import REASONS
@@ -66,6 +69,23 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     raise CatalogError(f"{where}: expected a string or a list of strings")
 
 
+def omitted(template: str, form: str) -> tuple[str, ...] | None:
+    """The parameters `form` leaves out of `template`; None if it is not such a form."""
+    full, short = template.strip("/").split("/"), form.strip("/").split("/")
+    if form == "/":
+        short = []
+    left_out: list[str] = []
+    i = 0
+    for seg in full:
+        if i < len(short) and short[i] == seg:
+            i += 1
+        elif seg.startswith("{") and seg.endswith("}"):
+            left_out.append(seg[1:-1])
+        else:
+            return None
+    return tuple(left_out) if i == len(short) and left_out else None
+
+
 def operations_from(rows: Iterable[Mapping[str, Any]], where: str) -> list[Operation]:
     out: list[Operation] = []
     for n, row in enumerate(rows):
@@ -87,21 +107,32 @@ def operations_from(rows: Iterable[Mapping[str, Any]], where: str) -> list[Opera
         methods = _strings(row.get("method"), at)
         if not methods or any(m.upper() not in _METHODS for m in methods):
             raise CatalogError(f"{at} ({oid}): method must be among {sorted(_METHODS)}")
-        for method in methods:
-            out.append(
-                Operation(
-                    id=oid,
-                    area=str(row.get("area") or oid.partition(".")[0]),
-                    host=str(row.get("host") or "main"),
-                    method=method.upper(),
-                    template=path,
-                    scopes=_strings(row.get("scopes"), at),
-                    public=bool(row.get("public", False)),
-                    deny_reason=deny,
-                    note=str(row.get("note") or ""),
-                    query=tuple(sorted((str(k).lower(), str(v)) for k, v in query.items())),
+        templates: list[tuple[str, tuple[str, ...]]] = [(path, ())]
+        for form in _strings(row.get("forms"), at):
+            omits = omitted(path, form)
+            if omits is None:
+                raise CatalogError(
+                    f"{at} ({oid}): form {form!r} is not {path!r} without some of its "
+                    "{parameter} segments"
                 )
-            )
+            templates.append((form, omits))
+        for method in methods:
+            for template, omits in templates:
+                out.append(
+                    Operation(
+                        id=oid,
+                        area=str(row.get("area") or oid.partition(".")[0]),
+                        host=str(row.get("host") or "main"),
+                        method=method.upper(),
+                        template=template,
+                        scopes=_strings(row.get("scopes"), at),
+                        public=bool(row.get("public", False)),
+                        deny_reason=deny,
+                        note=str(row.get("note") or ""),
+                        query=tuple(sorted((str(k).lower(), str(v)) for k, v in query.items())),
+                        omits=omits,
+                    )
+                )
     return out
 
 
@@ -124,8 +155,9 @@ def scopes_from(rows: Iterable[Mapping[str, Any]], where: str) -> list[Scope]:
     return out
 
 
-def _key(op: Operation) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
-    return (op.host, op.method, op.template.lower().rstrip("/"), op.query)
+def _key(op: Operation) -> tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    # templates that match the same paths are one entry, whatever their parameters are called
+    return (op.host, op.method, shape(op.template), op.query)
 
 
 def read_catalog(directory: Path | None = None) -> CatalogFiles:
@@ -135,7 +167,7 @@ def read_catalog(directory: Path | None = None) -> CatalogFiles:
     scopes_doc = _read(directory / "scopes.yaml")
     extras_path = directory / "extras.yaml"
     extras_doc = _read(extras_path) if extras_path.is_file() else {}
-    merged: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], Operation] = {}
+    merged: dict[tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]], Operation] = {}
     for op in operations_from(ops_doc.get("operations") or [], str(directory / "operations.yaml")):
         merged[_key(op)] = op
     for op in operations_from(extras_doc.get("operations") or [], str(extras_path)):

@@ -134,3 +134,26 @@ async def test_report_mode_forwards_and_records_the_would_be_denial(
         line["reason"],
         line["rule"],
     ) == ("trial", "git.Repositories_Delete", "allow", True, "route_denied", "no-repo-deletes")
+
+
+async def test_a_form_without_optional_segments_is_the_same_operation(
+    make_fake_azdo: Any, make_gateway: Any
+) -> None:
+    fake, gw, keys = await start(make_fake_azdo, make_gateway)
+    # the organization-wide form of git.Repositories_List: outside every project
+    status, body = await call(gw, keys["fiber"], "GET", "/fabrikam/_apis/git/repositories")
+    assert (status, body["reason"], body["operation"]) == (
+        403,
+        "project_not_allowed",
+        "git.Repositories_List",
+    )
+    status, body = await call(gw, keys["reader"], "POST", "/fabrikam/Fiber/_apis/wit/wiql")
+    assert (status, body["reason"], body["operation"]) == (
+        403,
+        "missing_scope",
+        "wit.Wiql_QueryByWiql",
+    )
+    assert fake.seen == []
+    status, _ = await call(gw, keys["reader"], "GET", "/fabrikam/_apis/git/repositories")
+    assert status == 200
+    assert [(s.method, s.path) for s in fake.seen] == [("GET", "/fabrikam/_apis/git/repositories")]

@@ -106,6 +106,8 @@ def explain(
             "host": op.host,
             "method": op.method,
             "template": op.template,
+            "omits": list(op.omits),
+            "fullTemplate": _full_template(catalog, op),
             "scopes": list(op.scopes),
             "public": op.public,
             "deny": op.deny_reason,
@@ -137,6 +139,16 @@ def explain(
     return out
 
 
+def _full_template(catalog: Any, op: Any) -> str:
+    """The template of the operation a form belongs to (the form's own when it is none)."""
+    if not op.omits:
+        return str(op.template)
+    for other in catalog.find(op.id):
+        if not other.omits and other.method == op.method and other.host == op.host:
+            return str(other.template)
+    return str(op.template)
+
+
 def _split(path: str) -> tuple[list[str], list[str]]:
     from gateway.catalog import split_path
 
@@ -162,6 +174,11 @@ def render(x: dict[str, Any], scopes: Any) -> str:
     if op:
         lines.append(f"operation   {op['id']} (area {op['area']})")
         lines.append(f"template    {op['method']} {op['template']}")
+        if op.get("omits"):
+            lines.append(
+                f"form        of {op['fullTemplate']}, without {', '.join(op['omits'])} "
+                "(optional in the specification)"
+            )
         if op["params"]:
             lines.append("binds       " + ", ".join(f"{k}={v}" for k, v in op["params"].items()))
         if op["note"]:

@@ -139,3 +139,35 @@ def test_usage_errors(config_file: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (code, out) == (2, "unknown client 'cj' (did you mean 'ci'?); clients: ci, watcher\n")
     code, out = explain(config_file, capsys, "--client", "ci", "-H", "nocolon", "GET", "/x")
     assert (code, out) == (2, "bad header 'nocolon': expected 'Name: value'\n")
+
+
+def test_a_form_names_the_operation_and_its_full_template(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the README's example: the organization-wide form of git.Repositories_List
+    code, out = explain(
+        config_file,
+        capsys,
+        "--client",
+        "ci",
+        "GET",
+        "https://dev.azure.com/fabrikam/_apis/git/repositories",
+    )
+    assert code == 1
+    assert "operation   git.Repositories_List (area git)\n" in out
+    assert "template    GET /{organization}/_apis/git/repositories\n" in out
+    assert (
+        "form        of /{organization}/{project}/_apis/git/repositories, without project "
+        "(optional in the specification)\n"
+    ) in out
+    assert "decision    DENIED (project_not_allowed)\n" in out
+    code, out = explain(
+        config_file, capsys, "--json", "--client", "ci", "POST", "/fabrikam/Fiber/_apis/wit/wiql"
+    )
+    op = json.loads(out)["operation"]
+    assert (op["id"], op["omits"], op["fullTemplate"]) == (
+        "wit.Wiql_QueryByWiql",
+        ["team"],
+        "/{organization}/{project}/{team}/_apis/wit/wiql",
+    )
+    assert (op["organization"], op["project"]) == ("fabrikam", "Fiber")

@@ -32,6 +32,7 @@ from pathlib import Path
 from prometheus_client.multiprocess import mark_process_dead
 
 from gateway.config.model import Config
+from gateway.cpus import available_cpus
 from gateway.tasks import spawn
 
 log = logging.getLogger("azdo_gateway.supervisor")
@@ -51,10 +52,8 @@ def worker_ports() -> tuple[int, int] | None:
 
 
 def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    """One worker per CPU this process may use (affinity mask and cgroup CPU quota)."""
+    return available_cpus()
 
 
 def _reserve(host: str, port: int) -> socket.socket:

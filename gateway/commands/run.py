@@ -14,7 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="worker processes sharing the port (default: one per CPU core)",
+        help=(
+            "worker processes sharing the port (default: one per CPU this process may"
+            " use: its affinity mask and its container's CPU quota)"
+        ),
     )
 
 

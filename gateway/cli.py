@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 # verb -> module under gateway.commands (add a verb: add a module and a line here)
 VERBS = {
@@ -17,10 +18,19 @@ VERBS = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version (its metadata, as pip shows it)."""
+    try:
+        return version("azdo-gateway")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     p = argparse.ArgumentParser(
         prog="azdo-gateway", description="Least-privilege reverse proxy for Azure DevOps."
     )
+    p.add_argument("--version", action="version", version=f"azdo-gateway {_version()}")
     sub = p.add_subparsers(dest="verb", required=True)
     modules: dict[str, object] = {}
     for verb, name in VERBS.items():

@@ -27,6 +27,7 @@ from aiohttp import web
 from gateway.authn import Authentication
 from gateway.canonical import canonicalize, check_headers, effective_method
 from gateway.catalog import Catalog
+from gateway.clientaddr import IPNetwork, client_address, parse_networks
 from gateway.config.model import Client, Config
 from gateway.errors import Denied, GatewayError
 from gateway.limits import Limiter
@@ -43,7 +44,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # The stages every proxied request passes, in order (see `Gateway.handle`).
 PIPELINE = (
-    "request_id",  # take or make X-Request-ID; pin the current Runtime
+    "request_id",  # take or make X-Request-ID; pin the current Runtime; the source address
     "observe",  # metrics and the audit line, whatever the outcome
     "render_errors",  # a GatewayError becomes its JSON (or git text) answer
     "shed",  # 503 when the process has limits.max_inflight requests
@@ -79,6 +80,7 @@ class Runtime:
     policy: Policy
     authn: Authentication
     tokens: TokenBroker
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # listen.trusted_proxies, parsed
 
 
 # The Runtime a request started with; every stage of that request uses it, so a
@@ -94,6 +96,7 @@ def build_runtime(config: Config, catalog: Catalog | None = None) -> Runtime:
         policy=Policy(config, catalog),
         authn=Authentication(config),
         tokens=TokenBroker(config),
+        trusted_proxies=parse_networks(config.gateway.listen.trusted_proxies),
     )
 
 
@@ -151,8 +154,14 @@ class Gateway:
         # request id: pin the Runtime this request uses from start to end
         given = request.headers.get("X-Request-ID", "")
         rid = given if _REQUEST_ID.match(given) else new_request_id()
-        ctx = request[CTX] = RequestContext(request_id=rid, method=request.method.upper())
         rt = request[RUNTIME] = self.runtime
+        headers = request.headers
+        ctx = request[CTX] = RequestContext(
+            request_id=rid,
+            method=request.method.upper(),
+            source=client_address(request.remote, headers, rt.trusted_proxies),
+            user_agent=headers.get("User-Agent"),
+        )
         key = id(rt)
         users = self._users
         users[key] = users.get(key, 0) + 1

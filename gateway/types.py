@@ -89,6 +89,8 @@ class RequestContext:
 
     request_id: str
     method: str  # the client's method, upper case
+    source: str | None = None  # client address (gateway.clientaddr); throttled and audited
+    user_agent: str | None = None  # the User-Agent header as sent (audit bounds and escapes it)
     started: float = field(default_factory=time.perf_counter)
     effective_method: str = ""  # method authorized (differs when an override header names one)
     host: str = "main"  # key of upstream.hosts the request goes to

@@ -49,7 +49,7 @@ class Authentication:
         self.throttle = FailureThrottle()
 
     async def authenticate(self, request: web.BaseRequest, ctx: RequestContext) -> ClientIdentity:
-        remote = request.remote
+        remote = ctx.source  # the peer, or what a trusted proxy says
         self.throttle.check(remote)
         try:
             presented = presented_credential(request.headers, max_bytes=self._max_bytes)

@@ -9,6 +9,7 @@ credentials are a union discriminated on `type`.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,12 +42,28 @@ class TLS(Model):
     require_client_cert: bool = False
 
 
+def _network(cidr: str) -> str:
+    try:
+        ipaddress.ip_network(cidr.strip(), strict=True)
+    except ValueError as err:
+        detail = f" ({err})" if "host bits" in str(err) else ""
+        raise ValueError(
+            f"expected a network such as 10.0.0.0/8 or an address, got {cidr!r}{detail}"
+        ) from None
+    return cidr
+
+
+Network = Annotated[str, AfterValidator(_network)]  # CIDR, or one address
+
+
 class Listen(Model):
     host: str = "0.0.0.0"  # noqa: S104 - a proxy listens on all interfaces by default
     port: int = Field(8080, ge=0, le=65535)
     public_url: str | None = None  # default: derived from host/port/tls
     allowed_hosts: tuple[str, ...] = ()  # Host headers that may serve as public URL
     tls: TLS | None = None
+    # peers whose X-Forwarded-For / Forwarded is believed (gateway.clientaddr)
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 class Admin(Model):

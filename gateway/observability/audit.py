@@ -1,7 +1,8 @@
 """The audit trail: one JSON line per request.
 
 Takes a finished RequestContext and writes the fields DESIGN.md lists: time,
-request id, client, auth method, operation, method, canonical path,
+request id, source address (gateway.clientaddr), user agent (bounded, control
+characters escaped), client, auth method, operation, method, canonical path,
 organization, project, required scopes, decision (with reason and the
 `report` mode flag), credential, upstream status, duration, bytes in/out and
 the upstream ActivityId. Never a key, a token, a query string or a body: the
@@ -27,6 +28,7 @@ import json
 import logging
 import math
 import os
+import re
 import select
 import sys
 import threading
@@ -81,6 +83,25 @@ def utc_ms(t: float) -> str:
     return f"{text}.{us // 1000:03d}Z"
 
 
+USER_AGENT_MAX = 256  # characters of User-Agent kept in an audit line
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def user_agent(value: str | None) -> str | None:
+    """The User-Agent as recorded: control characters written as \\xNN, so no
+    terminal or log viewer interprets them, and at most USER_AGENT_MAX characters
+    (a longer one is cut and ends in "...")."""
+    if value is None:
+        return None
+    cut = len(value) > USER_AGENT_MAX
+    value = value[: USER_AGENT_MAX + 1]  # what can show at most: escaping only lengthens it
+    if _CONTROL.search(value):
+        value = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    if cut or len(value) > USER_AGENT_MAX:
+        value = value[: USER_AGENT_MAX - 3] + "..."
+    return value
+
+
 def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> dict[str, Any]:
     """The audit record of one request (a plain dict, ready for JSON)."""
     identity, match, decision = ctx.identity, ctx.match, ctx.decision
@@ -99,6 +120,8 @@ def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> 
     return {
         "time": utc_ms(time.time() if now is None else now),
         "requestId": ctx.request_id,
+        "source": ctx.source,
+        "userAgent": user_agent(ctx.user_agent),
         "client": identity.client if identity else None,
         "authMethod": identity.auth_method if identity else None,
         "subject": identity.subject if identity else None,

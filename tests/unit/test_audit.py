@@ -17,6 +17,8 @@ OP = REPOSITORIES_LIST
 FIELDS = {
     "time",
     "requestId",
+    "source",
+    "userAgent",
     "client",
     "authMethod",
     "operation",
@@ -48,6 +50,26 @@ def allowed_ctx() -> RequestContext:
     c.activity_id, c.bytes_in, c.bytes_out = "a1b2", 0, 1234
     c.upstream_seconds = 0.0421
     return c
+
+
+@pytest.mark.parametrize(
+    ("sent", "recorded"),
+    [
+        (None, None),
+        ("git/2.43.0", "git/2.43.0"),
+        ("curl/8.5\x1b[31m red", "curl/8.5\\x1b[31m red"),
+        ("a\r\nfake: line\x00\x7f\x85", "a\\x0d\\x0afake: line\\x00\\x7f\\x85"),
+        ("ü-agent 🚀", "ü-agent 🚀"),
+        ("x" * 300, "x" * 253 + "..."),
+    ],
+)
+def test_user_agent_is_bounded_and_escaped(sent, recorded):
+    c = allowed_ctx()
+    c.source, c.user_agent = "203.0.113.7", sent
+    rec = record(c, 0.01, now=0)
+    assert rec["userAgent"] == recorded and rec["source"] == "203.0.113.7"
+    line = audit_mod.encode_line(rec)
+    assert line.count(b"\n") == 1 and b"\x1b" not in line and b"\r" not in line
 
 
 def test_record_has_design_fields_and_no_secrets():

@@ -51,8 +51,8 @@ def request(*headers: tuple[str, str], remote: str = "203.0.113.7"):
     return req.clone(remote=remote)
 
 
-def ctx() -> RequestContext:
-    return RequestContext(request_id="r1", method="GET")
+def ctx(source: str | None = "203.0.113.7") -> RequestContext:
+    return RequestContext(request_id="r1", method="GET", source=source)
 
 
 @pytest.fixture
@@ -219,17 +219,18 @@ async def test_no_credential_is_401_and_not_counted(keys):
 async def test_repeated_failures_slow_down_that_source_only(keys):
     authn, k1, _, _ = keys
     authn.throttle = FailureThrottle(max_failures=3, window_s=60)
-    bad = request(("Authorization", basic("", new_key())), remote="198.51.100.1")
+    # the source is the pipeline's (gateway.clientaddr), not the connection's peer
+    bad = request(("Authorization", basic("", new_key())), remote="10.0.0.2")
     for _ in range(3):
         with pytest.raises(Unauthenticated):
-            await authn.authenticate(bad, ctx())
-    good_same_source = request(("Authorization", basic("", k1)), remote="198.51.100.1")
+            await authn.authenticate(bad, ctx("198.51.100.1"))
+    good_same_source = request(("Authorization", basic("", k1)), remote="10.0.0.2")
     with pytest.raises(TooManyRequests) as err:
-        await authn.authenticate(good_same_source, ctx())
+        await authn.authenticate(good_same_source, ctx("198.51.100.1"))
     assert err.value.reason == "too_many_failed_authentications"
     assert 1 <= int(err.value.headers["Retry-After"]) <= 60
-    other = request(("Authorization", basic("", k1)), remote="198.51.100.2")
-    assert (await authn.authenticate(other, ctx())).subject == "k1"
+    other = request(("Authorization", basic("", k1)), remote="10.0.0.2")
+    assert (await authn.authenticate(other, ctx("198.51.100.2"))).subject == "k1"
 
 
 def test_throttle_window_ends_and_memory_is_bounded():

@@ -5,7 +5,7 @@ order by `Gateway.handle`, the one handler of the proxy's low-level aiohttp
 server (no router, middlewares or signals: every request takes the same way):
 
     request id -> observe (metrics + audit) -> render errors -> shed
-    -> canonicalize -> authenticate -> limit -> match + authorize
+    -> canonicalize -> authenticate -> limit -> match -> resolve -> authorize
     -> forward (inject token, stream, rewrite)
 
 A reload builds a whole new Runtime and swaps one reference (`Gateway.runtime`);
@@ -18,7 +18,6 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from gateway.errors import Denied, GatewayError
 from gateway.limits import Limiter
 from gateway.observability import Observability
 from gateway.policy import Policy
+from gateway.projects import MAX_ANSWER_BYTES, ProjectNames, lookup_path, parse_project
 from gateway.proxy import Forwarder
 from gateway.tokens import TokenBroker
 from gateway.types import RequestContext
@@ -51,7 +51,9 @@ PIPELINE = (
     "canonicalize",  # raw target -> upstream host, canonical path and query
     "authenticate",  # key, Entra token or client certificate -> ClientIdentity
     "limit",  # the client's rate limits; learns from upstream's throttling headers
-    "authorize",  # catalog match and the client's policy
+    "match",  # the catalog's operation for host, method and path
+    "resolve",  # a project named by id gets its name (gateway.projects), for the policy
+    "authorize",  # the client's policy
     "forward",  # upstream token, stream both ways (credentials dropped), rewrite URLs
 )
 
@@ -108,6 +110,7 @@ class Gateway:
         self.observability = observability or Observability(runtime.config)
         self.forwarder = Forwarder(runtime.config, self.observability)
         self.limits = Limiter()
+        self.projects = ProjectNames()
         self._users: dict[int, int] = {}  # id(Runtime) -> requests pinned to it
         self._idle: dict[int, asyncio.Event] = {}
 
@@ -245,9 +248,51 @@ class Gateway:
         ctx.effective_method = effective_method(ctx.method, headers)
 
     @staticmethod
+    def match(ctx: RequestContext, rt: Runtime) -> None:
+        ctx.match = rt.catalog.match(ctx.host, ctx.effective_method, ctx.path, ctx.query)
+
+    async def resolve(self, ctx: RequestContext, rt: Runtime, client: Client) -> None:
+        """A project the request names by id gets its name (or a name its id), when the
+        client's decision depends on it."""
+        match = ctx.match
+        if match is None or not rt.policy.project_lookup(client.name, match):
+            return
+        assert match.organization is not None and match.project is not None
+
+        async def lookup(organization: str, project: str) -> tuple[str, str] | None:
+            return await self._project_lookup(ctx, rt, client, organization, project)
+
+        ctx.project = await self.projects.resolve(
+            match.organization, match.project, lookup, credential=client.credential
+        )
+
+    async def _project_lookup(
+        self, ctx: RequestContext, rt: Runtime, client: Client, organization: str, project: str
+    ) -> tuple[str, str] | None:
+        """GET /{organization}/_apis/projects/{project} upstream, with its own audit line."""
+        path = lookup_path(organization, project)
+        look = RequestContext(
+            request_id=new_request_id(),
+            method="GET",
+            effective_method="GET",
+            host="main",
+            path=path,
+            query="api-version=7.1",
+            identity=ctx.identity,
+        )
+        look.match = rt.catalog.match("main", "GET", path)
+        found: tuple[str, str] | None = None
+        try:
+            body = await self.forwarder.fetch(look, rt.tokens, client, max_bytes=MAX_ANSWER_BYTES)
+            found = None if body is None else parse_project(body, project)
+        except GatewayError as err:  # no upstream token for the client right now
+            look.error_reason = err.reason
+        self.observability.looked_up(look, ctx.request_id, found)
+        return found
+
+    @staticmethod
     def authorize(ctx: RequestContext, rt: Runtime) -> None:
         assert ctx.identity is not None
-        ctx.match = rt.catalog.match(ctx.host, ctx.effective_method, ctx.path, ctx.query)
         decision = rt.policy.authorize(ctx.identity, ctx)
         ctx.decision = decision
         if not decision.allowed:
@@ -259,11 +304,13 @@ class Gateway:
                 operation=op,
             )
 
-    def _authorized(
+    async def _authorized(
         self, request: web.BaseRequest, ctx: RequestContext, rt: Runtime, client: Client
-    ) -> Awaitable[web.StreamResponse]:
+    ) -> web.StreamResponse:
+        self.match(ctx, rt)
+        await self.resolve(ctx, rt, client)
         self.authorize(ctx, rt)
-        return self.forwarder.forward(request, ctx, rt.tokens, client)
+        return await self.forwarder.forward(request, ctx, rt.tokens, client)
 
     def proxy_server(self, **options: Any) -> web.Server:
         """The proxy's low-level aiohttp server; `options` go to aiohttp's RequestHandler."""

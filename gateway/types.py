@@ -44,6 +44,17 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True)
+class ProjectRef:
+    """A project the request names, as both id and name once the gateway looked it up.
+
+    `id` is a lower-case GUID; either field is None when it is not known (a request
+    naming an id Azure DevOps does not know has `name=None`)."""
+
+    id: str | None
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClientIdentity:
     """Who is calling: the policy client name and how it proved it."""
 
@@ -98,6 +109,7 @@ class RequestContext:
     query: str = ""  # raw query string, forwarded as received
     identity: ClientIdentity | None = None
     match: Match | None = None
+    project: ProjectRef | None = None  # the matched project as id and name, when looked up
     decision: Decision | None = None
     credential: str | None = None
     upstream_status: int | None = None

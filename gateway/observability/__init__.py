@@ -46,6 +46,17 @@ class Observability:
         self.metrics.request_finished(ctx, seconds)
         self.audit.write(record(ctx, seconds))
 
+    def looked_up(self, ctx: RequestContext, parent: str, found: tuple[str, str] | None) -> None:
+        """The audit line of a project lookup the gateway made for request `parent`."""
+        entry = record(ctx, time.perf_counter() - ctx.started)
+        entry.update(
+            kind="project_lookup",
+            parentRequestId=parent,
+            projectId=found[0] if found else None,
+            project=found[1] if found else None,
+        )
+        self.audit.write(entry)
+
     def reopen(self) -> None:
         """Reopen the audit file (SIGHUP after a log rotation)."""
         self.audit.reopen()

@@ -3,7 +3,8 @@
 Takes a finished RequestContext and writes the fields DESIGN.md lists: time,
 request id, source address (gateway.clientaddr), user agent (bounded, control
 characters escaped), client, auth method, operation, method, canonical path,
-organization, project, required scopes, decision (with reason and the
+organization, project (its name, and its id when the gateway looked it up),
+required scopes, decision (with reason and the
 `report` mode flag), credential, upstream status, duration, bytes in/out and
 the upstream ActivityId. Never a key, a token, a query string or a body: the
 record is built field by field from the context, whose secret-bearing fields
@@ -18,6 +19,10 @@ as is; after a rename-style rotation the file is reopened on SIGHUP
 (`reopen()`) or, at the latest, a second after the path stopped pointing at the
 open file. Stdout gets them in writes of at most PIPE_BUF bytes (a longer line
 alone), which a pipe takes whole: workers sharing one never split a line.
+
+Besides one `"kind": "request"` line per request, the gateway writes one
+`"kind": "project_lookup"` line per project lookup it makes upstream on a
+request's behalf (`parentRequestId`), with the project's id and name when found.
 """
 
 from __future__ import annotations
@@ -118,6 +123,7 @@ def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> 
         else (match.operation.scopes if match else ())
     )
     return {
+        "kind": "request",
         "time": utc_ms(time.time() if now is None else now),
         "requestId": ctx.request_id,
         "source": ctx.source,
@@ -132,7 +138,9 @@ def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> 
         "host": ctx.host,
         "path": ctx.path or None,
         "organization": match.organization if match else None,
-        "project": match.project if match else None,
+        "project": (ctx.project.name if ctx.project else None)
+        or (match.project if match else None),
+        "projectId": ctx.project.id if ctx.project else None,
         "requiredScopes": list(required),
         "decision": "allow" if allowed else "deny" if allowed is False else None,
         "reason": reason,

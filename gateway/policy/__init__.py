@@ -12,7 +12,11 @@ no aiohttp. Default deny, in this order:
    (`batch_not_allowed`) unless a matching rule says `allow: true`.
 4. The client's `organizations` (`organization_not_allowed`) and `projects`
    (`project_not_allowed`); an organization-wide operation is outside every
-   project, so a project-restricted client may only call discovery ones.
+   project, so a project-restricted client may only call discovery ones. A
+   project named by id is decided on its name (and a name on its id), as
+   `ctx.project` gives them (looked up by `gateway.projects` when
+   `project_lookup` says the decision depends on it); an id that was not
+   resolved is denied, unless the client lists that id.
 5. Scopes (`missing_scope`): one of the operation's scopes, directly or through
    a granted scope that includes it; every extra scope of every matching rule.
 
@@ -30,7 +34,8 @@ from gateway.catalog import PROJECT_PARAMS, Catalog, fold, split_path
 from gateway.config.model import Client, Config
 from gateway.policy.check import check_policy
 from gateway.policy.routes import ANY, CompiledRoute, compile_routes
-from gateway.types import ClientIdentity, Decision, Operation, RequestContext
+from gateway.projects import is_guid as _is_guid
+from gateway.types import ClientIdentity, Decision, Match, Operation, ProjectRef, RequestContext
 
 __all__ = ["Policy", "check_policy"]
 
@@ -43,6 +48,7 @@ class ClientRules:
     held: frozenset[str]  # every scope the grants amount to
     organizations: frozenset[str] | None  # lower case; None: any
     projects: Mapping[str, frozenset[str]] | None  # org -> projects, lower case; None: any
+    by_id: frozenset[str] = frozenset()  # organizations (lower case) where `projects` has ids
 
 
 def client_rules(client: Client, catalog: Catalog) -> ClientRules:
@@ -62,6 +68,7 @@ def client_rules(client: Client, catalog: Catalog) -> ClientRules:
         held=catalog.scopes.closure(client.scopes),
         organizations=None if orgs is None else frozenset(orgs),
         projects=None if projects is None else {o: frozenset(p) for o, p in projects.items()},
+        by_id=frozenset(o for o, ps in (projects or {}).items() if any(map(_is_guid, ps))),
     )
 
 
@@ -117,6 +124,22 @@ class Policy:
             return replace(decision, allowed=True, report_only=True)
         return decision
 
+    def project_lookup(self, client: str, match: Match | None) -> bool:
+        """Whether the decision on `match` for `client` depends on the project's other
+        name: its name when the request names an id, its id when the client's
+        `projects` lists ids of that organization."""
+        rules = self.clients.get(client)
+        if rules is None or rules.projects is None or match is None:
+            return False
+        org, project = match.organization, match.project
+        if not org or not project or match.operation.public or match.operation.deny_reason:
+            return False
+        if "%" in org:
+            org = unquote(org)
+        if _is_guid(project):
+            return project.lower() not in rules.projects.get(fold(org), frozenset())
+        return fold(org) in rules.by_id
+
     def decide(self, rules: ClientRules, ctx: RequestContext) -> Decision:
         name = rules.client.name
         method = ctx.effective_method or ctx.method
@@ -162,7 +185,7 @@ class Policy:
         public = op is not None and op.public
         if rules.organizations is not None or rules.projects is not None:
             org, project = _bound(ctx, matched)
-            denial = _where(rules, org, project, public, required)
+            denial = _where(rules, org, project, public, required, ctx.project)
             if denial is not None:
                 return denial
         if op is not None and not public and not op.deny_reason:
@@ -224,6 +247,7 @@ def _where(
     project: str | None,
     public: bool,
     required: tuple[str, ...],
+    ref: ProjectRef | None = None,
 ) -> Decision | None:
     """Deny when the organization or project is outside the client's restrictions."""
     if rules.organizations is not None:
@@ -249,10 +273,23 @@ def _where(
                 required,
             )
         allowed = rules.projects.get(fold(org or ""), frozenset())
-        if fold(project) not in allowed:
+        names = {fold(project)}
+        if ref is not None:
+            names.update(fold(n) for n in (ref.id, ref.name) if n)
+        if names.isdisjoint(allowed):
+            if _is_guid(project) and (ref is None or ref.name is None):
+                return _deny(
+                    "project_not_allowed",
+                    f"project id {project!r} could not be resolved to a project "
+                    "this client may use",
+                    required,
+                )
+            shown = repr(project)
+            if ref is not None and ref.name and fold(ref.name) != fold(project):
+                shown = f"{ref.name!r} (id {project})"
             return _deny(
                 "project_not_allowed",
-                f"project {project!r} is not allowed for this client",
+                f"project {shown} is not allowed for this client",
                 required,
             )
     return None

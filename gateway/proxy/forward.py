@@ -187,6 +187,49 @@ class Forwarder:
                 raise translate(err, ctx.host) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def fetch(
+        self, ctx: RequestContext, tokens: TokenBroker, client: Client, *, max_bytes: int
+    ) -> bytes | None:
+        """The gateway's own GET of `ctx.host`/`ctx.path` with the client's upstream
+        credential (a project lookup): the body of a 200 answer of at most
+        `max_bytes`, else None. Fills `ctx`'s upstream fields for its audit line."""
+        pool = self.pool
+        assert pool is not None, "Forwarder.start() was not awaited"
+        assert ctx.identity is not None
+        origin = self.origins[ctx.host]
+        target = origin.prefix + ctx.path + ("?" + ctx.query if ctx.query else "")
+        token = await tokens.acquire(ctx.identity, client)
+        ctx.credential = token.credential
+        headers = {
+            "Accept": "application/json",
+            "Authorization": token.header_value,
+            "X-Request-ID": ctx.request_id,
+            FEDAUTH[0]: FEDAUTH[1],
+        }
+        started = time.perf_counter()
+        try:
+            up = await pool.request(origin, "GET", target, headers.items())
+            try:
+                ctx.upstream_status = ctx.status = up.status
+                ctx.activity_id = up.headers.get("ActivityId")
+                if up.status in CREDENTIAL_REJECTED:
+                    tokens.invalidate(token)
+                if up.status != 200 or (up.content_length or 0) > max_bytes:
+                    return None
+                chunks: list[bytes] = []
+                async for chunk in up.chunks():
+                    chunks.append(chunk)
+                    ctx.bytes_out += len(chunk)
+                    if ctx.bytes_out > max_bytes:
+                        return None
+                return b"".join(chunks)
+            finally:
+                up.release()
+                ctx.upstream_seconds = time.perf_counter() - started
+        except (UpstreamFailure, TimeoutError) as err:
+            ctx.error_reason = translate(err, ctx.host).reason
+            return None
+
     async def relay(
         self,
         request: web.BaseRequest,

@@ -74,6 +74,9 @@ class ScopePolicy:
     def __init__(self, config: Config) -> None:
         self.config = config
 
+    def project_lookup(self, client: str, match: Match | None) -> bool:
+        return False  # projects are not restricted here
+
     def authorize(self, identity: ClientIdentity, ctx: RequestContext) -> Decision:
         if ctx.match is None:
             return Decision(False, "no_matching_operation", message="no operation matches")

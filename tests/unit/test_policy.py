@@ -8,7 +8,7 @@ import pytest
 from gateway.catalog import Catalog
 from gateway.config.model import Client, Config, GatewayConfig, Route, RouteMatch
 from gateway.policy import Policy, check_policy
-from gateway.types import ClientIdentity, Decision, RequestContext
+from gateway.types import ClientIdentity, Decision, ProjectRef, RequestContext
 
 CATALOG = Catalog.builtin()
 
@@ -378,3 +378,60 @@ def test_route_rules_on_any_host_with_prefixed_parameters() -> None:
     ).allowed
     d = decide("pub", "DELETE", "/o/_packaging", host="pkgs", policy=pkg)  # ** matches none
     assert (d.reason, d.rule) == ("client_not_allowed_on_route", "feed-admins")
+
+
+FIBER_ID = "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c"
+OTHER_ID = "0b5a2f7e-9d1c-4e3f-8a6b-2c4d6e8f0a1b"
+BY_ID = Policy(
+    config(
+        (
+            client("named", ("vso.code",), projects=("fabrikam/Fabrikam-Fiber",)),
+            client("listed-id", ("vso.code",), projects=(f"fabrikam/{FIBER_ID}",)),
+            client("free", ("vso.code",)),
+        )
+    ),
+    CATALOG,
+)
+
+
+def _by_id(name: str, path: str, ref: ProjectRef | None) -> tuple[bool, Decision]:
+    ctx = RequestContext(request_id="r1", method="GET", effective_method="GET", path=path)
+    ctx.match = CATALOG.match("main", "GET", path)
+    ctx.project = ref
+    lookup = BY_ID.project_lookup(name, ctx.match)
+    identity = ClientIdentity(client=name, auth_method="api_key", subject="k1")
+    return lookup, BY_ID.authorize(identity, ctx)
+
+
+@pytest.mark.parametrize(
+    ("name", "project", "ref", "lookup", "reason"),
+    [
+        ("named", FIBER_ID, ProjectRef(FIBER_ID, "Fabrikam-Fiber"), True, None),
+        ("named", FIBER_ID.upper(), ProjectRef(FIBER_ID, "fabrikam-fiber"), True, None),
+        ("named", OTHER_ID, ProjectRef(OTHER_ID, "Contoso-Ops"), True, "project_not_allowed"),
+        ("named", OTHER_ID, ProjectRef(OTHER_ID, None), True, "project_not_allowed"),
+        ("named", OTHER_ID, None, True, "project_not_allowed"),  # offline: not resolved
+        ("named", "Fabrikam-Fiber", None, False, None),
+        ("listed-id", FIBER_ID, None, False, None),
+        ("listed-id", "Fabrikam-Fiber", ProjectRef(FIBER_ID, "Fabrikam-Fiber"), True, None),
+        ("listed-id", "Fabrikam-Fiber", None, True, "project_not_allowed"),
+        (
+            "listed-id",
+            "Contoso-Ops",
+            ProjectRef(OTHER_ID, "Contoso-Ops"),
+            True,
+            "project_not_allowed",
+        ),
+        ("free", OTHER_ID, None, False, None),
+    ],
+)
+def test_projects_named_by_id_are_decided_on_their_name(
+    name: str, project: str, ref: ProjectRef | None, lookup: bool, reason: str | None
+) -> None:
+    wants, d = _by_id(name, f"/fabrikam/{project}/_apis/git/repositories", ref)
+    assert wants is lookup
+    assert (d.allowed, d.reason) == (reason is None, reason)
+
+
+def test_discovery_needs_no_lookup() -> None:
+    assert not BY_ID.project_lookup("named", CATALOG.match("main", "OPTIONS", "/fabrikam/_apis"))

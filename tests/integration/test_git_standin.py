@@ -194,7 +194,7 @@ async def test_a_cancelled_answer_kills_what_git_http_backend_started(
     pidfile, childfile = tmp_path / "pid", tmp_path / "child"
     git, repo = _scripted_backend(
         tmp_path,
-        f"echo $$ > '{pidfile}'\n"
+        f"echo $$ > '{pidfile}.tmp' && mv '{pidfile}.tmp' '{pidfile}'\n"
         "sleep 600 &\n"  # a child holding the pipes, answering nothing
         f"echo $! > '{childfile}.tmp' && mv '{childfile}.tmp' '{childfile}'\n"
         "wait\n",

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.app import Gateway, build_runtime  # noqa: E402
 from gateway.catalog import Catalog  # noqa: E402
-from gateway.configure import load_checked  # noqa: E402
+from gateway.loading import load_checked  # noqa: E402
 from gateway.server import start_listeners  # noqa: E402
 from gateway.types import Decision, Match, Operation  # noqa: E402
 

@@ -128,7 +128,7 @@ class Gateway:
     def swap(self, runtime: Runtime) -> Runtime:
         """Install a new Runtime; return the old one (the caller closes it later)."""
         old, self.runtime = self.runtime, runtime
-        self.forwarder.configure(runtime.config)
+        self.forwarder.use_config(runtime.config)
         return old
 
     async def retire(self, old: Runtime, grace_s: float) -> bool:

@@ -20,7 +20,9 @@ so that users can tell a gateway answer from an Azure DevOps one, and "message" 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+from gateway.config.problems import Problem
 
 # Machine-readable reasons. They double as the `reason` label of
 # azdo_gateway_denied_total, so this set is closed.
@@ -181,9 +183,15 @@ class UpstreamTimeout(GatewayError):
 
 
 class ConfigError(Exception):
-    """Configuration could not be loaded; `problems` lists every one found."""
+    """Configuration could not be loaded.
 
-    def __init__(self, problems: list[str], warnings: list[str] | None = None) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-        self.warnings = warnings or []
+    `problems` lists every one found (errors, warnings and notes, in file and
+    line order); `errors`, `warnings` and `notes` are those of one severity.
+    """
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        self.errors = tuple(p for p in self.problems if p.severity == "error")
+        self.warnings = tuple(p for p in self.problems if p.severity == "warning")
+        self.notes = tuple(p for p in self.problems if p.severity == "note")
+        super().__init__("\n".join(map(str, self.errors)))

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from gateway.app import Gateway, Runtime, build_runtime
 from gateway.config.model import Config
-from gateway.configure import load_checked
 from gateway.errors import ConfigError
+from gateway.loading import load_checked
 from gateway.tasks import spawn
 
 log = logging.getLogger("azdo_gateway.reload")
@@ -85,13 +85,13 @@ class Reloader:
                 runtime.authn.adopt(self.gateway.runtime.authn)
                 await runtime.tokens.start()
             except ConfigError as err:
-                return self._refuse(why, "; ".join(err.problems))
+                return self._refuse(why, "; ".join(map(str, err.errors)))
             except Exception as err:  # anything else a bad config can trigger
                 log.debug("reload failed", exc_info=True)
                 return self._refuse(why, f"{type(err).__name__}: {err}")
             self._seen = fingerprint(config)
             old = self.gateway.swap(runtime)
-            self.gateway.observability.configure(config)
+            self.gateway.observability.adopt_config(config)
             grace = config.gateway.limits.shutdown_grace_s
             task = spawn(self.gateway.retire(old, grace), name="retire-runtime")
             self._retiring.add(task)

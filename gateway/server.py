@@ -29,8 +29,8 @@ from aiohttp import web
 
 from gateway.app import Gateway, build_runtime
 from gateway.config.model import TLS, Config
-from gateway.configure import load_checked
 from gateway.errors import ConfigError
+from gateway.loading import load_checked
 from gateway.reload import Reloader
 from gateway.supervisor import default_workers, supervise, worker_ports
 
@@ -181,7 +181,7 @@ def serve(config_path: str, *, workers: int | None = 1) -> int:
     try:
         config = load_checked(config_path)
     except ConfigError as err:
-        for problem in err.problems:
+        for problem in err.errors:
             print(problem, file=sys.stderr)
         return 1
     for warning in config.warnings:

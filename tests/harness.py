@@ -15,7 +15,7 @@ import yaml
 from aiohttp import web
 
 from gateway.app import Gateway, build_runtime
-from gateway.configure import load_checked
+from gateway.loading import load_checked
 from gateway.server import Listeners, start_listeners
 
 

@@ -2,22 +2,41 @@
 
 Prints every problem (`file:line: key: message`) and exits 1, or prints a
 one-screen summary of what the configuration sets up and exits 0. Warnings
-are printed either way.
+(`warning: ...`) and notes (`note: ...`) are printed either way; `--strict`
+exits 1 on a warning too. `--json` prints the same as one JSON object,
+`--offline` checks without the secrets (for CI).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
 from collections import defaultdict
-from typing import TextIO
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from gateway.config.model import Config
+    from gateway.config.problems import Problem
 
 HELP = "validate configuration and policies (exit 1 on error)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default="gateway.yaml", help="default: gateway.yaml")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"ok", "errors", "warnings", "notes", "summary"} as JSON',
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not require secrets: unset ${ENV} and missing secret files are notes",
+    )
     p.add_argument(
         "--probe",
         action="store_true",
@@ -124,27 +143,81 @@ def summary(config: object, catalog_size: int, out: TextIO) -> None:
         print(_wrap("routes", "; ".join(parts)), file=out)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _json(
+    config: Config | None, problems: Sequence[Problem], acknowledged: int, catalog_size: int
+) -> dict[str, object]:
+    errors = [p.as_dict() for p in problems if p.severity == "error"]
+    warnings = [p.as_dict() for p in problems if p.severity == "warning"]
+    notes = [p.as_dict() for p in problems if p.severity == "note"]
+    summary: dict[str, object] = {
+        "errors": len(errors),
+        "warnings": len(warnings),
+        "notes": len(notes),
+        "acknowledged": acknowledged,
+    }
+    if config is not None:
+        summary.update(
+            clients=len(config.clients),
+            credentials=len(config.gateway.credentials),
+            routes=len(config.routes),
+            policyFiles=len(config.sources.files) - 1,
+            catalogOperations=catalog_size,
+        )
+    return {
+        "ok": not errors,
+        "errors": errors,
+        "warnings": warnings,
+        "notes": notes,
+        "summary": summary,
+    }
+
+
+def _print(problems: Sequence[Problem], out: TextIO) -> None:
+    for problem in problems:
+        label = "" if problem.severity == "error" else f"{problem.severity}: "
+        print(f"{label}{problem}", file=out)
+
+
 def run(args: argparse.Namespace) -> int:
     from gateway.catalog import Catalog
-    from gateway.configure import load_checked
     from gateway.errors import ConfigError
+    from gateway.loading import load_checked
 
     catalog = Catalog.builtin()
+    as_json = getattr(args, "json", False)
+    strict = getattr(args, "strict", False)
     try:
-        config = load_checked(args.config, catalog=catalog)
+        config = load_checked(args.config, catalog=catalog, offline=getattr(args, "offline", False))
     except ConfigError as err:
-        for problem in err.problems:
-            print(problem)
-        for warning in err.warnings:
-            print(f"warning: {warning}")
-        n = len(err.problems)
-        print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+        if as_json:
+            print(json.dumps(_json(None, err.problems, 0, len(catalog)), indent=2))
+            return 1
+        errors = [p for p in err.problems if p.severity == "error"]
+        _print(errors, sys.stdout)
+        _print([p for p in err.problems if p.severity != "error"], sys.stdout)
+        print(f"{_plural(len(errors), 'problem')} found", file=sys.stderr)
         return 1
+    failed = strict and bool(config.warnings)
+    if as_json:
+        body = _json(config, config.problems, len(config.acknowledged), len(catalog))
+        body["ok"] = not failed
+        print(json.dumps(body, indent=2))
+        return 1 if failed else 0
     summary(config, len(catalog), sys.stdout)
-    if config.warnings:
+    shown = [*config.warnings, *config.notes]
+    if shown or config.acknowledged:
         print()
-        for warning in config.warnings:
-            print(f"warning: {warning}")
+    _print(shown, sys.stdout)
+    if config.acknowledged:
+        print(f"({_plural(len(config.acknowledged), 'acknowledged warning')} not shown)")
+    if failed:
+        n = len(config.warnings)
+        print(f"{_plural(n, 'warning')} (--strict: warnings fail the check)", file=sys.stderr)
+        return 1
     if getattr(args, "probe", False):
         from gateway.tokens import probe
 

@@ -227,14 +227,14 @@ def render(x: dict[str, Any], scopes: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.catalog import Catalog
-    from gateway.configure import load_checked
     from gateway.errors import ConfigError
+    from gateway.loading import load_checked
 
     catalog = Catalog.builtin()
     try:
         config = load_checked(args.config, catalog=catalog)
     except ConfigError as err:
-        for problem in err.problems:
+        for problem in err.errors:
             print(problem, file=sys.stderr)
         return 2
     if config.client(args.client) is None:

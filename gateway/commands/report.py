@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         granted, _ = _granted(args.config)
     except ConfigError as err:
-        for problem in err.problems:
+        for problem in err.errors:
             print(problem, file=sys.stderr)
         return 1
     skipped: list[str] = []

@@ -2,8 +2,9 @@
 
 Takes the path of gateway.yaml (and the environment); returns a `Config`
 whose `sources` can locate every element, and whose `warnings` list what is
-suspicious but valid. Raises ConfigError listing every problem found, each as
-`file:line: key: what is wrong (what is expected)`, sorted by file and line.
+suspicious but valid. Raises ConfigError listing every problem found, each a
+typed `Problem` (`file:line: key: what is wrong (what is expected)` as text),
+sorted by file and line.
 
 Relative paths (policy globs, `*_file` keys, `audit.file`) are relative to
 the directory of gateway.yaml. Policy files are read in the order of
@@ -14,9 +15,10 @@ not hide the problems of the others.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,8 @@ class ConfigProblems(ConfigError):
     so that one run reports their problems too.
     """
 
-    def __init__(self, problems: list[str], warnings: list[str], partial: Config | None) -> None:
-        super().__init__(problems, warnings)
+    def __init__(self, problems: Sequence[Problem], partial: Config | None) -> None:
+        super().__init__(problems)
         self.partial = partial
 
 
@@ -95,8 +97,9 @@ def _validate(
 
 
 class _Loader:
-    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, path: Path, env: Mapping[str, str], offline: bool) -> None:
         self.path = path
+        self.offline = offline
         self.base = path.parent.absolute()
         self.env = env
         self.problems: list[Problem] = []
@@ -109,22 +112,22 @@ class _Loader:
         self.broken_clients: set[str] = set()  # names of clients that failed validation
         self.broken_credentials: set[str] = set()
         self.broken_sections: set[str] = set()  # top-level keys of gateway.yaml that failed
+        self.broken_files: set[str] = set()  # files that could not be read or parsed
 
     def read(self, path: Path) -> Document:
-        doc = read(path, display(path), self.env)
+        doc = read(path, display(path), self.env, offline=self.offline)
         self.docs.append(doc)
         self.files.append(path)
         self.problems.extend(doc.problems)
+        if doc.data is None and not doc.empty:
+            self.broken_files.add(doc.file)
         return doc
 
     def gateway(self) -> tuple[GatewayConfig | None, list[tuple[int, str]]]:
         doc = self.read(self.path)
         if doc.empty:
-            self.problems.append(
-                Problem(
-                    doc.file, None, "", f"the file is empty (expected a mapping of: {_TOP_KEYS})"
-                )
-            )
+            message = f"the file is empty (expected a mapping of: {_TOP_KEYS})"
+            self.problems.append(Problem(doc.file, None, "", message, code="empty_file"))
         if not isinstance(doc.data, dict):
             if doc.data is not None:
                 message = f"expected a mapping of: {_TOP_KEYS}; got {_kind(doc.data)}"
@@ -184,14 +187,16 @@ class _Loader:
                 where = ("policies", index)
                 line = gateway_doc.lines.get(where)
                 shown = display(os.path.join(self.base, os.path.expanduser(pattern)))
+                # A policy that is not there denies everything: never a pass.
                 if glob.has_magic(pattern):
-                    message = f"'{shown}' matches no file"
-                    self.problems.append(Problem(gateway_doc.file, line, "policies", message, True))
+                    message = f"'{shown}' matches no file (its clients and routes are missing)"
+                    code = "policies_match_nothing"
                 else:
                     message = f"no such file: {shown}"
-                    self.problems.append(
-                        Problem(gateway_doc.file, line, f"policies[{index}]", message)
-                    )
+                    code = "no_such_file"
+                problem = Problem(gateway_doc.file, line, f"policies[{index}]", message, code=code)
+                self.problems.append(problem)
+                self.broken_sections.add("policies")
             for path in matched:
                 if path.absolute() in seen:
                     continue
@@ -201,7 +206,8 @@ class _Loader:
     def policy_file(self, path: Path) -> None:
         doc = self.read(path)
         if doc.empty:
-            self.problems.append(Problem(doc.file, None, "", "the file is empty", True))
+            message = "the file is empty"
+            self.problems.append(Problem(doc.file, None, "", message, "warning", "empty_file"))
             return
         if doc.data is None:
             return
@@ -214,7 +220,8 @@ class _Loader:
                 guess = did_you_mean(key, ("clients", "routes"))
                 hint = f"did you mean '{guess}'?" if guess else "expected clients or routes"
                 message = f"unknown key '{key}' ({hint})"
-                self.problems.append(Problem(doc.file, doc.lines.get((key,)), key, message))
+                problem = Problem(doc.file, doc.lines.get((key,)), key, message, code="unknown_key")
+                self.problems.append(problem)
         for section, model, into, src in (
             ("clients", Client, self.clients, self.client_src),
             ("routes", Route, self.routes, self.route_src),
@@ -237,9 +244,15 @@ class _Loader:
                 src.append((doc.file, i))
 
 
-def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read, parse and validate gateway.yaml and its policy files."""
-    loader = _Loader(Path(path), os.environ if env is None else env)
+def load(
+    path: str | Path, env: Mapping[str, str] | None = None, *, offline: bool = False
+) -> Config:
+    """Read, parse and validate gateway.yaml and its policy files.
+
+    `offline`: secrets need not be there (environment variables that are not
+    set and missing secret files are notes, not errors), for checks in CI.
+    """
+    loader = _Loader(Path(path), os.environ if env is None else env, offline)
     gw, patterns = loader.gateway()
     loader.policies(patterns, loader.docs[0])
     sources = SourceMap(
@@ -251,6 +264,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
         broken_clients=frozenset(loader.broken_clients),
         broken_credentials=frozenset(loader.broken_credentials),
         broken_sections=frozenset(loader.broken_sections),
+        broken_files=frozenset(loader.broken_files),
     )
     problems = loader.problems
     config = None
@@ -268,21 +282,11 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
         unresolved = {(doc.file, format_key(p)) for doc in loader.docs for p in doc.unresolved}
         problems.extend(
             p
-            for p in validate_all(config, from_env)
+            for p in validate_all(config, from_env, offline=offline)
             if not any(p.file == f and (p.key + ".").startswith(k + ".") for f, k in unresolved)
         )
     order = {name: i for i, name in enumerate(sources.files)}
     problems.sort(key=lambda p: (order.get(p.file, len(order)), p.line or 0))
-    errors = [str(p) for p in problems if not p.warning]
-    warnings = [str(p) for p in problems if p.warning]
-    if errors or config is None:
-        raise ConfigProblems(errors, warnings, config)
-    return Config(
-        path=config.path,
-        gateway=config.gateway,
-        clients=config.clients,
-        routes=config.routes,
-        files=config.files,
-        warnings=tuple(warnings),
-        sources=sources,
-    )
+    if config is None or any(p.severity == "error" for p in problems):
+        raise ConfigProblems(problems, config)
+    return dataclasses.replace(config, problems=tuple(problems))

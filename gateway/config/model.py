@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.problems import Problem
 from gateway.config.sources import PathKey, SourceMap
 
 
@@ -273,6 +274,10 @@ class Limits(Model):
     shutdown_grace_s: float = Field(30, ge=0)
 
 
+class Keys(Model):
+    expiry_warning_days: int = Field(14, ge=0)  # `check` warns about keys expiring this soon
+
+
 class GatewayConfig(Model):
     listen: Listen = Listen()
     admin: Admin = Admin()
@@ -282,6 +287,7 @@ class GatewayConfig(Model):
     policies: tuple[str, ...] = ()
     audit: Audit = Audit()
     limits: Limits = Limits()
+    keys: Keys = Keys()
 
 
 # --- policy files -----------------------------------------------------------
@@ -328,6 +334,7 @@ class Client(Model):
     projects: tuple[str, ...] | None = None  # "org/project" (name or id); None: any
     mode: Literal["enforce", "report"] = "enforce"
     rate_limit: RateLimit | None = None
+    acknowledge: tuple[str, ...] = ()  # warning codes that are a deliberate choice here
 
 
 class RouteMatch(Model):
@@ -353,6 +360,7 @@ class Route(Model):
     clients: tuple[str, ...] | None = None  # only these clients may call matching requests
     scopes: tuple[str, ...] = ()  # extra scopes required on top of the operation's
     allow: bool = False  # allow requests the catalog has no operation for (or batch ones)
+    acknowledge: tuple[str, ...] = ()  # warning codes that are a deliberate choice here
 
 
 class PolicyFile(Model):
@@ -372,7 +380,8 @@ class Config:
     clients: tuple[Client, ...]
     routes: tuple[Route, ...]
     files: tuple[Path, ...] = ()  # every file read (for reload-on-change)
-    warnings: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()  # warnings and notes (a Config has no errors)
+    acknowledged: tuple[Problem, ...] = ()  # warnings its clients and routes acknowledge
     sources: SourceMap = field(default_factory=SourceMap, repr=False, compare=False)
 
     _by_name: dict[str, Client] = field(init=False, repr=False, compare=False)
@@ -382,6 +391,14 @@ class Config:
         for c in self.clients:
             by_name.setdefault(c.name, c)  # names are unique once validated; first wins
         object.__setattr__(self, "_by_name", by_name)
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "warning")
+
+    @property
+    def notes(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "note")
 
     def client(self, name: str) -> Client | None:
         """The client named `name`: a dict lookup, as every request asks for it."""

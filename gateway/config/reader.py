@@ -25,7 +25,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gateway.config.sources import PathKey, Problem, format_key
+from gateway.config.sources import PathKey, Problem, Severity, format_key
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
@@ -42,16 +42,30 @@ class Document:
     unresolved: set[PathKey] = field(default_factory=set)  # values whose ${VAR} failed
     problems: list[Problem] = field(default_factory=list)
 
-    def problem(self, path: PathKey, message: str, line: int | None = None) -> None:
+    def problem(
+        self,
+        path: PathKey,
+        message: str,
+        line: int | None = None,
+        *,
+        code: str = "invalid",
+        severity: Severity = "error",
+    ) -> None:
         if line is None:
             line = self.lines.get(path)
-        self.problems.append(Problem(self.file, line, format_key(path) if path else "", message))
+        key = format_key(path) if path else ""
+        self.problems.append(Problem(self.file, line, key, message, severity, code))
 
 
-def substitute(text: str, env: Mapping[str, str]) -> tuple[str, list[str], list[str]]:
-    """Expand `${VAR}` references in `text`; return the result, the problems, the names."""
+def substitute(text: str, env: Mapping[str, str]) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """Expand `${VAR}` references in `text`.
+
+    Returns the result, the problems as (code, message), and the names used.
+    Code `env_unset`: a variable is not set and has no default; `env_reference`:
+    the reference itself is malformed.
+    """
     out: list[str] = []
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     names: list[str] = []
     i = 0
     while True:
@@ -71,17 +85,18 @@ def substitute(text: str, env: Mapping[str, str]) -> tuple[str, list[str], list[
             continue
         end = text.find("}", j + 2)
         if end < 0:
-            problems.append("unterminated '${' (write '$$' for a literal '$')")
+            problems.append(("env_reference", "unterminated '${' (write '$$' for a literal '$')"))
             out.append(text[j:])
             break
         ref = text[j + 2 : end]
         i = end + 1
         name, op, default = _split_ref(ref)
         if not _NAME.match(name):
-            problems.append(
+            message = (
                 f"invalid variable reference '${{{ref}}}' "
                 "(expected ${NAME}, ${NAME:-default} or ${NAME-default})"
             )
+            problems.append(("env_reference", message))
             continue
         names.append(name)
         value = env.get(name)
@@ -90,10 +105,11 @@ def substitute(text: str, env: Mapping[str, str]) -> tuple[str, list[str], list[
         elif op == "-" and value is None:
             value = default
         if value is None:
-            problems.append(
+            message = (
                 f"environment variable {name} is not set "
                 f"(set it, or give a default: ${{{name}:-default}})"
             )
+            problems.append(("env_unset", message))
             continue
         out.append(value)
     return "".join(out), problems, names
@@ -108,9 +124,10 @@ def _split_ref(ref: str) -> tuple[str, str, str]:
 
 
 class _Builder:
-    def __init__(self, doc: Document, env: Mapping[str, str]) -> None:
+    def __init__(self, doc: Document, env: Mapping[str, str], offline: bool) -> None:
         self.doc = doc
         self.env = env
+        self.offline = offline
         self.constructor = SafeConstructor()
         self.active: set[int] = set()
 
@@ -164,8 +181,10 @@ class _Builder:
                 self.doc.from_env[path] = tuple(names)
             if problems:
                 self.doc.unresolved.add(path)
-            for message in problems:
-                self.doc.problem(path, message)
+            for code, message in problems:
+                # Offline (check --offline, azdo-gateway test): where it runs, it may be set.
+                severity: Severity = "note" if self.offline and code == "env_unset" else "error"
+                self.doc.problem(path, message, code=code, severity=severity)
             return value
         try:
             return self.constructor.construct_object(node, deep=True)
@@ -175,8 +194,51 @@ class _Builder:
             return None
 
 
-def read(path: Path, display: str, env: Mapping[str, str]) -> Document:
-    """Read and parse `path`; `display` is how problems name the file."""
+_KEY_LINE = re.compile(r"^(?P<indent>\s*(?:-\s+)?)(?P<key>[^\s:#'\"\[{][^:#]*?)\s*:(?:\s|$)")
+
+
+def _indentation(lines: list[str], err: yaml.MarkedYAMLError) -> str | None:
+    """A key indented unlike its neighbour, said as a person would; None if not that.
+
+    PyYAML reports a key indented too far as "mapping values are not allowed
+    here" (the previous value runs on into it), and one indented too little as
+    "expected <block end>"; both at the line to fix.
+    """
+    mark = err.problem_mark
+    problem = err.problem or ""
+    if mark is None or mark.line >= len(lines):
+        return None
+    if problem != "mapping values are not allowed here" and not problem.startswith(
+        "expected <block end>"
+    ):
+        return None
+    here = _KEY_LINE.match(lines[mark.line])
+    if here is None:
+        return None
+    for n in range(mark.line - 1, -1, -1):
+        stripped = lines[n].strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        above = _KEY_LINE.match(lines[n])
+        if above is None:
+            return None
+        col, col_above = len(here["indent"]) + 1, len(above["indent"]) + 1
+        if col == col_above:
+            return None
+        further = "further than" if col > col_above else "less than"
+        return (
+            f"YAML indentation error: '{here['key']}' (column {col}) is indented {further} "
+            f"'{above['key']}' on line {n + 1} (column {col_above}); line it up with "
+            f"'{above['key']}': the keys of one mapping start in the same column"
+        )
+    return None
+
+
+def read(path: Path, display: str, env: Mapping[str, str], *, offline: bool = False) -> Document:
+    """Read and parse `path`; `display` is how problems name the file.
+
+    `offline`: an environment variable that is not set is a note, not an error.
+    """
     doc = Document(display)
     try:
         raw = path.read_bytes()
@@ -199,7 +261,10 @@ def read(path: Path, display: str, env: Mapping[str, str]) -> Document:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         message = f"YAML syntax error: {err.problem or err.context}"
-        if err.context == "expected a single document in the stream":
+        indentation = _indentation(text.splitlines(), err)
+        if indentation:
+            message = indentation
+        elif err.context == "expected a single document in the stream":
             message = "YAML syntax error: a second document ('---') where one is expected"
         elif err.context and err.problem and err.context_mark is not None:
             message += f" ({err.context} at line {err.context_mark.line + 1})"
@@ -210,7 +275,7 @@ def read(path: Path, display: str, env: Mapping[str, str]) -> Document:
             if at < len(lines) and re.search(r"[\[{].*\$\{", lines[at]):
                 message += "; inside [...] or {...}, put ${...} values in quotes"
                 break
-        doc.problem((), message, mark.line + 1 if mark is not None else None)
+        doc.problem((), message, mark.line + 1 if mark is not None else None, code="yaml_syntax")
         return doc
     except yaml.YAMLError as err:
         doc.problem((), f"YAML error: {err}")
@@ -218,5 +283,5 @@ def read(path: Path, display: str, env: Mapping[str, str]) -> Document:
     if root is None or (isinstance(root, ScalarNode) and root.tag.endswith(":null")):
         doc.empty = True
         return doc
-    doc.data = _Builder(doc, env).build(root, ())
+    doc.data = _Builder(doc, env, offline).build(root, ())
     return doc

@@ -14,7 +14,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-PathKey = tuple[str | int, ...]
+from gateway.config.problems import PathKey, Problem, Severity
+
+__all__ = ["PathKey", "Problem", "Severity", "SourceMap", "format_key"]
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 
@@ -33,21 +35,6 @@ def format_key(path: PathKey) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong (or worth a warning) in the configuration."""
-
-    file: str  # as shown to the user (relative to the working directory when under it)
-    line: int | None  # 1-based; None when the element is not written in the file
-    key: str  # formatted key, e.g. clients[2].credential; "" for the file as a whole
-    message: str
-    warning: bool = False  # worth saying, but the configuration still loads
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
-
-
-@dataclass(frozen=True, slots=True)
 class SourceMap:
     """Lines of every element of every file read, and where merged lists came from."""
 
@@ -62,6 +49,13 @@ class SourceMap:
     broken_clients: frozenset[str] = frozenset()  # client names
     broken_credentials: frozenset[str] = frozenset()  # credential names
     broken_sections: frozenset[str] = frozenset()  # top-level keys of gateway.yaml
+    broken_files: frozenset[str] = frozenset()  # files that could not be read or parsed
+
+    @property
+    def incomplete(self) -> bool:
+        """Some clients may be missing (a client, a policy file or a `policies` entry
+        failed): "not used by any client" and "no clients" would mislead."""
+        return bool(self.broken_clients or self.broken_files or "policies" in self.broken_sections)
 
     def resolve(self, path: PathKey) -> tuple[str, PathKey]:
         """The file a `Config` path lives in and the path inside that file."""
@@ -80,10 +74,21 @@ class SourceMap:
                 return line
         return None
 
-    def problem(self, path: PathKey, message: str, *, warning: bool = False) -> Problem:
+    def problem(
+        self,
+        path: PathKey,
+        message: str,
+        *,
+        code: str = "invalid",
+        severity: Severity = "error",
+    ) -> Problem:
+        """The problem at `path` (a path into `Config`), located in its file."""
         file, inner = self.resolve(path)
         key = format_key(inner) if inner else ""
-        return Problem(file, self.line_of(file, inner), key, message, warning)
+        return Problem(file, self.line_of(file, inner), key, message, severity, code, path)
+
+    def warning(self, path: PathKey, message: str, code: str) -> Problem:
+        return self.problem(path, message, code=code, severity="warning")
 
     def locate(self, path: PathKey) -> str:
         file, inner = self.resolve(path)

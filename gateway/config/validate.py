@@ -2,7 +2,7 @@
 
 Each `validate_*` takes the `Config` and returns every problem it finds (an
 empty list when all is well), located with `Config.sources`; none stops at the
-first. Problems with `warning=True` are reported but do not stop a load.
+first. Problems with severity "warning" are reported but do not stop a load.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from gateway.config.model import (
     PatCredential,
     WorkloadIdentityCredential,
 )
+from gateway.config.problems import WARNINGS
 from gateway.config.sources import PathKey, Problem
 
 ENTRA_CREDENTIALS = (
@@ -66,9 +67,9 @@ def validate_credential_refs(config: Config) -> list[Problem]:
             out.append(config.sources.problem(("clients", i, "credential"), message))
     used = {client.credential for client in config.clients}
     for name in creds:
-        if name not in used and not config.sources.broken_clients:
+        if name not in used and not config.sources.incomplete:
             message = "not used by any client"
-            out.append(config.sources.problem(("credentials", name), message, warning=True))
+            out.append(config.sources.warning(("credentials", name), message, "unused_credential"))
     return out
 
 
@@ -176,16 +177,27 @@ def _pem(path: str, *markers: str) -> str | None:
     return f"expected a PEM file with a {markers[0]}: {_show(path)}"
 
 
-def validate_files(config: Config) -> list[Problem]:
-    """Every `*_file` exists and is readable; certificates and keys parse."""
+def validate_files(config: Config, *, offline: bool = False) -> list[Problem]:
+    """Every `*_file` exists and is readable; certificates and keys parse.
+
+    `offline`: a secret file (credentials', listen.tls's certificate and key)
+    that is not there is a note, not an error: where the gateway runs, it is.
+    """
     gw = config.gateway
     out = []
 
-    def check(path: PathKey, value: str | None, *, secret: bool = False) -> bool:
+    def check(
+        path: PathKey, value: str | None, *, secret: bool = False, mounted: bool = False
+    ) -> bool:
         if not value:
             return False
         why = _file_problem(value, secret=secret)
-        if why:
+        if why and offline and mounted and not os.path.exists(value):
+            message = f"{why} (not checked offline)"
+            out.append(
+                config.sources.problem(path, message, code="secret_file_missing", severity="note")
+            )
+        elif why:
             out.append(config.sources.problem(path, why))
         return why is None
 
@@ -199,8 +211,8 @@ def validate_files(config: Config) -> list[Problem]:
                 out.append(config.sources.problem((key, "ca_file"), message))
     tls = gw.listen.tls
     if tls is not None:
-        cert_ok = check(("listen", "tls", "cert_file"), tls.cert_file)
-        key_ok = check(("listen", "tls", "key_file"), tls.key_file)
+        cert_ok = check(("listen", "tls", "cert_file"), tls.cert_file, mounted=True)
+        key_ok = check(("listen", "tls", "key_file"), tls.key_file, mounted=True)
         if cert_ok and key_ok:
             try:
                 ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
@@ -220,12 +232,12 @@ def validate_files(config: Config) -> list[Problem]:
 
         if isinstance(cred, ClientSecretCredential | OnBehalfOfCredential | PatCredential):
             key = "pat_file" if isinstance(cred, PatCredential) else "client_secret_file"
-            check(at(key), getattr(cred, key), secret=True)
+            check(at(key), getattr(cred, key), secret=True, mounted=True)
         if isinstance(cred, WorkloadIdentityCredential):
-            check(at("token_file"), cred.token_file)
+            check(at("token_file"), cred.token_file, mounted=True)
         if isinstance(cred, ClientCertificateCredential | OnBehalfOfCredential):
             path = cred.certificate_file
-            if check(at("certificate_file"), path) and path:
+            if check(at("certificate_file"), path, mounted=True) and path:
                 why = _pem(path, "CERTIFICATE", "PRIVATE KEY")
                 if why:
                     out.append(config.sources.problem(at("certificate_file"), why))
@@ -260,6 +272,19 @@ def validate_routes(config: Config) -> list[Problem]:
             if not _TOKEN.match(method):
                 message = f"expected an HTTP method such as GET or POST, got '{method}'"
                 out.append(at(("routes", i, "match", "method", m), message))
+        out.extend(_acknowledge(config, ("routes", i), route.acknowledge))
+    return out
+
+
+def _acknowledge(config: Config, path: PathKey, codes: Iterable[str]) -> list[Problem]:
+    """`acknowledge` lists warning codes only."""
+    out = []
+    for n, code in enumerate(codes):
+        if code not in WARNINGS:
+            guess = did_you_mean(code, WARNINGS)
+            hint = f"did you mean '{guess}'? " if guess else ""
+            message = f"unknown warning code '{code}' ({hint}see `check --json` for codes)"
+            out.append(config.sources.problem((*path, "acknowledge", n), message))
     return out
 
 
@@ -269,6 +294,8 @@ def validate_clients(config: Config) -> list[Problem]:
     tls = config.gateway.listen.tls
     today = dt.datetime.now(dt.UTC).date()
     at = config.sources.problem
+    warn = config.sources.warning
+    soon = config.gateway.keys.expiry_warning_days
     for i, client in enumerate(config.clients):
         orgs = (
             {o.lower() for o in client.organizations} if client.organizations is not None else None
@@ -283,7 +310,7 @@ def validate_clients(config: Config) -> list[Problem]:
                 out.append(at(("clients", i, "projects", p), message))
         if client.organizations is not None and not client.organizations:
             message = "is empty: the client may reach no organization (leave it out for any)"
-            out.append(at(("clients", i, "organizations"), message, warning=True))
+            out.append(warn(("clients", i, "organizations"), message, "no_organizations"))
         if (
             client.certificates
             and (tls is None or not tls.client_ca_file)
@@ -301,18 +328,30 @@ def validate_clients(config: Config) -> list[Problem]:
                 out.append(at(("clients", i, "certificates", c, "subject"), message))
         if not (client.api_keys or client.entra or client.certificates):
             message = "has no api_keys, entra or certificates: it can never authenticate"
-            out.append(at(("clients", i), message, warning=True))
+            out.append(warn(("clients", i), message, "no_authentication"))
         if not client.scopes:
             message = "grants no scopes: only route rules can allow its requests"
-            out.append(at(("clients", i), message, warning=True))
+            out.append(warn(("clients", i), message, "no_scopes"))
         for k, key in enumerate(client.api_keys):
             expires = key.expires.date() if isinstance(key.expires, dt.datetime) else key.expires
-            if expires is not None and expires < today:
+            if expires is None:
+                continue
+            at_key: PathKey = ("clients", i, "api_keys", k, "expires")
+            left = (expires - today).days
+            if left < 0:
                 message = f"key '{key.id}' expired on {expires.isoformat()}"
-                out.append(at(("clients", i, "api_keys", k, "expires"), message, warning=True))
-    if not config.clients and not config.sources.broken_clients:
+                out.append(warn(at_key, message, "key_expired"))
+            elif left <= soon:
+                when = "today" if left == 0 else f"in {left} day{'s' if left != 1 else ''}"
+                message = (
+                    f"key '{key.id}' of client '{client.name}' expires {when} "
+                    f"({expires.isoformat()}): add its successor, then remove it"
+                )
+                out.append(warn(at_key, message, "key_expiring"))
+        out.extend(_acknowledge(config, ("clients", i), client.acknowledge))
+    if not config.clients and not config.sources.incomplete:
         out.append(
-            at(("policies",), "no clients are defined: every request is denied", warning=True)
+            warn(("policies",), "no clients are defined: every request is denied", "no_clients")
         )
     return out
 
@@ -362,7 +401,7 @@ def validate_limits(config: Config) -> list[Problem]:
             shown = "no limit" if value is None else f"{value} bytes"
             message = f"{shown} here, but max_body_bytes ({ceiling}) caps every class"
             path: PathKey = ("limits", "body_bytes", name)
-            out.append(config.sources.problem(path, message, warning=True))
+            out.append(config.sources.warning(path, message, "body_limit_above_ceiling"))
     return out
 
 
@@ -383,16 +422,19 @@ def validate_secrets(
                 names = from_env.get((src.gateway_file, path))
                 if names:
                     message += f" (is {' or '.join(names)} set?)"
-                out.append(src.problem(path, message, warning=True))
+                out.append(src.warning(path, message, "empty_secret"))
             elif (src.gateway_file, path) not in from_env:
                 alt = f" or {key}_file" if key != "certificate_password" else ""
                 message = f"secret written inline: use ${{ENV}}{alt}"
-                out.append(src.problem(path, message, warning=True))
+                out.append(src.warning(path, message, "inline_secret"))
     return out
 
 
 def validate_all(
-    config: Config, from_env: Mapping[tuple[str, PathKey], tuple[str, ...]] | None = None
+    config: Config,
+    from_env: Mapping[tuple[str, PathKey], tuple[str, ...]] | None = None,
+    *,
+    offline: bool = False,
 ) -> list[Problem]:
     """Every cross-check; `from_env`: (file, path) of values that came from ${ENV}."""
     problems: list[Problem] = []
@@ -400,7 +442,7 @@ def validate_all(
         validate_credential_refs,
         validate_identity,
         validate_unique,
-        validate_files,
+        lambda config: validate_files(config, offline=offline),
         validate_routes,
         validate_clients,
         validate_listen,

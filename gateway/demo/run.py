@@ -23,10 +23,10 @@ import yaml
 
 from gateway.app import Gateway, build_runtime
 from gateway.authn.api_key import key_sha256, new_key
-from gateway.configure import load_checked
 from gateway.demo.azdo import AzdoStandIn
 from gateway.demo.entra import AZURE_DEVOPS_RESOURCE, EntraStandIn
 from gateway.demo.examples import Example, examples
+from gateway.loading import load_checked
 from gateway.server import Listeners, start_listeners
 
 ORG = "fabrikam"

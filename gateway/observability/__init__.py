@@ -26,9 +26,9 @@ class Observability:
     def __init__(self, config: Config, *, registry: CollectorRegistry | None = None) -> None:
         self.metrics = Metrics(registry)
         self.audit = AuditLog(config.gateway.audit.file)
-        self.configure(config)
+        self.adopt_config(config)
 
-    def configure(self, config: Config) -> None:
+    def adopt_config(self, config: Config) -> None:
         """Adopt a (re)loaded configuration: label sets and the audit destination."""
         self.metrics.known(
             clients=(c.name for c in config.clients), credentials=config.gateway.credentials

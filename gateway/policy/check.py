@@ -1,4 +1,4 @@
-"""`check_policy(config, catalog) -> (errors, warnings)`: policy problems `check` reports.
+"""`check_policy(config, catalog) -> [Problem]`: policy problems `check` reports.
 
 Errors: unknown scope names (with a did-you-mean), route rules naming unknown
 clients, hosts or methods, malformed route paths, `projects` entries that are
@@ -11,30 +11,15 @@ configuration can say where it came from.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from gateway.catalog import ANY_HOST, Catalog
 from gateway.catalog.trie import Segment, TemplateError, parse_template
 from gateway.config.model import Config
+from gateway.config.problems import PathKey, Problem
 from gateway.types import Operation
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
-
-
-def _locator(config: Config) -> Callable[[tuple[str | int, ...], str], str]:
-    locate = getattr(config, "locate", None)
-
-    def where(path: tuple[str | int, ...], fallback: str) -> str:
-        if callable(locate):
-            try:
-                found = locate(path)
-                if found:
-                    return str(found)
-            except (KeyError, IndexError, LookupError, ValueError, TypeError):
-                pass
-        return f"{config.path}: {fallback}"
-
-    return where
 
 
 def _scope_problem(catalog: Catalog, scope: str) -> str | None:
@@ -85,79 +70,72 @@ def _route_ops(
     return out
 
 
-def check_policy(config: Config, catalog: Catalog) -> tuple[list[str], list[str]]:
-    errors: list[str] = []
-    warnings: list[str] = []
-    where = _locator(config)
+def check_policy(config: Config, catalog: Catalog) -> list[Problem]:
+    """Every policy problem found against `catalog`: errors and warnings."""
+    out: list[Problem] = []
+    error, warning = config.sources.problem, config.sources.warning
     names = [c.name for c in config.clients]
     used: set[str] = set()
     for op in catalog.operations:
         used.update(op.scopes)
     for ci, client in enumerate(config.clients):
-        label = f"clients[{ci}] ({client.name})"
         for si, scope in enumerate(client.scopes):
-            at = where(("clients", ci, "scopes", si), f"{label}.scopes[{si}]")
+            at: PathKey = ("clients", ci, "scopes", si)
             problem = _scope_problem(catalog, scope)
             if problem:
-                errors.append(f"{at}: {problem}")
+                out.append(error(at, problem, code="unknown_scope"))
                 continue
             if catalog.scopes.high_privilege(scope):
-                warnings.append(
-                    f"{at}: client {client.name!r} is granted high-privilege scope "
+                message = (
+                    f"client {client.name!r} is granted high-privilege scope "
                     f"{scope!r}; grant the narrowest scope its operations need"
                 )
+                out.append(warning(at, message, "high_privilege_scope"))
             if not (catalog.scopes.includes(scope) & used):
-                warnings.append(
-                    f"{at}: no operation in the catalog needs {scope!r} "
+                message = (
+                    f"no operation in the catalog needs {scope!r} "
                     "or a scope it includes; the grant has no effect"
                 )
+                out.append(warning(at, message, "unused_scope"))
         for pi, entry in enumerate(client.projects or ()):
             org, sep, project = entry.partition("/")
             if not sep or not org.strip() or not project.strip() or "/" in project:
-                at = where(("clients", ci, "projects", pi), f"{label}.projects[{pi}]")
-                errors.append(f"{at}: expected 'organization/project' (name or id), got {entry!r}")
+                message = f"expected 'organization/project' (name or id), got {entry!r}"
+                out.append(error(("clients", ci, "projects", pi), message))
     hosts = set(config.gateway.upstream.hosts) | {ANY_HOST}
     for ri, route in enumerate(config.routes):
-        label = f"routes[{ri}] ({route.name})"
         m = route.match
         if m.host not in hosts:
-            at = where(("routes", ri, "match", "host"), f"{label}.match.host")
-            errors.append(
-                f"{at}: unknown host {m.host!r} (upstream.hosts: "
-                f"{', '.join(sorted(hosts - {ANY_HOST}))})"
+            message = (
+                f"unknown host {m.host!r} (upstream.hosts: {', '.join(sorted(hosts - {ANY_HOST}))})"
             )
+            out.append(error(("routes", ri, "match", "host"), message, code="unknown_host"))
         raw_methods = (m.method,) if isinstance(m.method, str) else (m.method or ())
         bad = [x for x in raw_methods if x.strip().upper() not in METHODS]
         if bad:
-            at = where(("routes", ri, "match", "method"), f"{label}.match.method")
-            errors.append(
-                f"{at}: unknown method {bad[0]!r} (expected one of "
-                f"{', '.join(sorted(METHODS - {'*'}))})"
+            message = (
+                f"unknown method {bad[0]!r} (expected one of {', '.join(sorted(METHODS - {'*'}))})"
             )
+            out.append(error(("routes", ri, "match", "method"), message, code="unknown_method"))
         for ki, cname in enumerate(route.clients or ()):
             if cname not in names:
-                at = where(("routes", ri, "clients", ki), f"{label}.clients[{ki}]")
                 hint = difflib.get_close_matches(cname, names, n=1, cutoff=0.5)
-                errors.append(
-                    f"{at}: unknown client {cname!r}"
-                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                message = f"unknown client {cname!r}" + (
+                    f" (did you mean {hint[0]!r}?)" if hint else ""
                 )
+                out.append(error(("routes", ri, "clients", ki), message, code="unknown_client"))
         for si, scope in enumerate(route.scopes):
             problem = _scope_problem(catalog, scope)
             if problem:
-                at = where(("routes", ri, "scopes", si), f"{label}.scopes[{si}]")
-                errors.append(f"{at}: {problem}")
-        at = where(("routes", ri), label)
+                out.append(error(("routes", ri, "scopes", si), problem, code="unknown_scope"))
         try:
             segments = parse_template(m.path.strip())
         except TemplateError as err:
-            at = where(("routes", ri, "match", "path"), f"{label}.match.path")
-            errors.append(f"{at}: {err}")
+            out.append(error(("routes", ri, "match", "path"), str(err), code="bad_template"))
             continue
         if route.allow and route.clients is None and not route.deny:
-            warnings.append(
-                f"{at}: rule {route.name!r} allows every client; name the clients that need it"
-            )
+            message = f"rule {route.name!r} allows every client; name the clients that need it"
+            out.append(warning(("routes", ri), message, "route_allows_every_client"))
         if route.allow or bad or m.host not in hosts:
             continue
         methods = (
@@ -166,9 +144,10 @@ def check_policy(config: Config, catalog: Catalog) -> tuple[list[str], list[str]
             else frozenset(x.strip().upper() for x in raw_methods)
         )
         if not _route_ops(catalog, m.host, methods, segments):
-            warnings.append(
-                f"{at}: rule {route.name!r} matches no operation in the catalog "
+            message = (
+                f"rule {route.name!r} matches no operation in the catalog "
                 f"({'/'.join(sorted(methods or {'any method'}))} {m.path} "
                 f"on host {m.host!r})"
             )
-    return errors, warnings
+            out.append(warning(("routes", ri), message, "route_matches_nothing"))
+    return out

@@ -106,9 +106,9 @@ class Forwarder:
     def __init__(self, config: Config, observability: Observability) -> None:
         self.observability = observability
         self.pool: UpstreamPool | None = None
-        self.configure(config)
+        self.use_config(config)
 
-    def configure(self, config: Config) -> None:
+    def use_config(self, config: Config) -> None:
         """Take a (re)loaded configuration. The pool and its connections stay;
         new timeouts apply to the next requests (`upstream.ca_file` needs a restart)."""
         self.config = config

@@ -7,8 +7,8 @@ import yaml
 
 from gateway.authn.certificate import CertificateAuthenticator, normalize_fingerprint, parse_subject
 from gateway.config.model import Config, GatewayConfig, PolicyFile
-from gateway.configure import load_checked
 from gateway.errors import ConfigError
+from gateway.loading import load_checked
 
 
 def test_subjects_compare_as_sets_of_attributes():
@@ -60,6 +60,6 @@ def test_check_reports_bad_fingerprints_and_subjects_with_their_line(tmp_path):
     )
     with pytest.raises(ConfigError) as err:
         load_checked(tmp_path / "gateway.yaml")
-    text = "\n".join(err.value.problems)
+    text = "\n".join(map(str, err.value.errors))
     assert "certificates[0].sha256_fingerprint" in text and "64 hex digits" in text
     assert "certificates[1].subject" in text and "distinguished name" in text

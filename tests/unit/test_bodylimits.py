@@ -97,7 +97,7 @@ def test_classes_set_above_the_ceiling_are_warned_about(
         """)
     )
     config = load(tmp_path / "gateway.yaml", env={})
-    assert [w for w in config.warnings if "limits" in w] == [
+    assert [str(w) for w in config.warnings if "limits" in str(w)] == [
         "gateway.yaml:5: limits.body_bytes.git: no limit here, "
         "but max_body_bytes (1000) caps every class",
         "gateway.yaml:6: limits.body_bytes.packages: 2000 bytes here, "

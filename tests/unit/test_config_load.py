@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import textwrap
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_locate_gives_file_line_and_key(cfg: Path) -> None:
 def test_missing_variable_is_named(cfg: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load(cfg, env={})
-    assert err.value.problems == [
+    assert [str(p) for p in err.value.errors] == [
         "gateway.yaml:4: credentials.server.pat: environment variable ADO_PAT is not set "
         "(set it, or give a default: ${ADO_PAT:-default})"
     ]
@@ -153,7 +154,7 @@ def test_warnings_do_not_stop_a_load(tmp_path: Path, monkeypatch: pytest.MonkeyP
         """,
     )
     config = load(tmp_path / "gateway.yaml", env={})
-    assert list(config.warnings) == [
+    assert [str(w) for w in config.warnings] == [
         "gateway.yaml:2: credentials.inline.client_secret: secret written inline: "
         "use ${ENV} or client_secret_file",
         "gateway.yaml:3: credentials.spare: not used by any client",
@@ -161,7 +162,94 @@ def test_warnings_do_not_stop_a_load(tmp_path: Path, monkeypatch: pytest.MonkeyP
         "p.yaml:6: clients[1]: has no api_keys, entra or certificates: it can never authenticate",
         "p.yaml:6: clients[1]: grants no scopes: only route rules can allow its requests",
     ]
-    assert "hunter2" not in "\n".join(config.warnings)
+    assert "hunter2" not in "\n".join(map(str, config.warnings))
+
+
+@pytest.mark.parametrize(
+    ("days", "setting", "expected"),
+    [
+        (3, "", "expires in 3 days"),
+        (0, "", "expires today"),
+        (1, "keys: {expiry_warning_days: 1}\n", "expires in 1 day"),
+        (14, "", "expires in 14 days"),
+        (15, "", None),
+        (3, "keys: {expiry_warning_days: 2}\n", None),
+    ],
+)
+def test_keys_expiring_soon_are_warned_about_with_client_and_key_id(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    days: int,
+    setting: str,
+    expected: str | None,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    expires = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days)).isoformat()
+    write(
+        tmp_path,
+        "p.yaml",
+        f"""\
+        clients:
+          - name: jenkins
+            api_keys: [{{id: k2026a, sha256: "{DIGEST}", expires: {expires}}}]
+            credential: mi
+            scopes: [vso.code]
+        """,
+    )
+    (tmp_path / "gateway.yaml").write_text(
+        "credentials: {mi: {type: managed_identity}}\npolicies: [p.yaml]\n" + setting
+    )
+    warnings = load(tmp_path / "gateway.yaml", env={}).warnings
+    if expected is None:
+        assert warnings == ()
+        return
+    assert [(w.code, str(w)) for w in warnings] == [
+        (
+            "key_expiring",
+            f"p.yaml:3: clients[0].api_keys[0].expires: key 'k2026a' of client 'jenkins' "
+            f"{expected} ({expires}): add its successor, then remove it",
+        )
+    ]
+
+
+def test_offline_unset_variables_and_missing_secret_files_are_notes(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "gateway.yaml",
+        """\
+        credentials:
+          sp: {type: client_secret, client_id: x, client_secret: "${SP_SECRET}", tenant_id: t}
+          pat: {type: pat, pat_file: /nonexistent/pat}
+        listen: {port: 80, tls: {cert_file: /nonexistent/tls.crt, key_file: /nonexistent/tls.key}}
+        identity: {tenant_id: t, audiences: [api://gw]}
+        admin: {port: "${ADMIN_PORT}"}
+        policies: [p.yaml]
+        """,
+    )
+    write(
+        tmp_path,
+        "p.yaml",
+        f"""\
+        clients:
+          - name: a
+            credential: sp
+            scopes: [vso.code]
+            api_keys: [{{id: k, sha256: "{DIGEST}"}}]
+          - {{name: b, credential: pat, scopes: [vso.code], entra: {{app_ids: [x]}}}}
+        """,
+    )
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path / "gateway.yaml", env={})
+    assert {p.code for p in err.value.errors} == {"env_unset", "invalid"}
+    config = load(tmp_path / "gateway.yaml", env={}, offline=True)
+    assert [(n.code, n.key) for n in config.notes] == [
+        ("env_unset", "credentials.sp.client_secret"),
+        ("secret_file_missing", "credentials.pat.pat_file"),
+        ("secret_file_missing", "listen.tls.cert_file"),
+        ("secret_file_missing", "listen.tls.key_file"),
+        ("env_unset", "admin.port"),
+    ]
+    assert [c.name for c in config.clients] == ["a", "b"]
 
 
 def test_tls_certificate_and_key_must_match(
@@ -180,8 +268,8 @@ def test_tls_certificate_and_key_must_match(
     write(tmp_path, "gateway.yaml", tls % "key.pem")
     with pytest.raises(ConfigError) as err:
         load(tmp_path / "gateway.yaml", env={})
-    assert len(err.value.problems) == 1
-    assert err.value.problems[0].startswith(
+    assert len(err.value.errors) == 1
+    assert str(err.value.errors[0]).startswith(
         "gateway.yaml:1: listen.tls: certificate and key do not load together ("
     )
     write(tmp_path, "gateway.yaml", tls % "good-key.pem")
@@ -218,7 +306,7 @@ def test_every_problem_in_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     write(tmp_path, "gateway.yaml", "policies: [p.yaml]\n")
     with pytest.raises(ConfigError) as err:
         load(tmp_path / "gateway.yaml", env={})
-    assert err.value.problems == [
+    assert [str(p) for p in err.value.errors] == [
         f"p.yaml:{i + 2}: clients[{i}].credential: unknown credential 'nope{i}' (none are defined)"
         for i in range(5)
     ]

@@ -65,7 +65,7 @@ def test_substitute_names_the_variables_used() -> None:
     ],
 )
 def test_substitute_problems(text: str, problem: str) -> None:
-    assert substitute(text, ENV)[1] == [problem]
+    assert [m for _, m in substitute(text, ENV)[1]] == [problem]
 
 
 def _read(tmp_path: Path, text: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gateway.configure import load_checked
+from gateway.loading import load_checked
 from gateway.observability.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -304,7 +304,9 @@ def test_check_policy_errors_and_warnings() -> None:
         route("bad-host", "/a", host="nope", deny=True),
         route("fine", "/{organization}/{project}/_apis/git/**", ("DELETE",), deny=True),
     )
-    errors, warnings = check_policy(config(clients, routes), CATALOG)
+    problems = check_policy(config(clients, routes), CATALOG)
+    errors = [str(p) for p in problems if p.severity == "error"]
+    warnings = [(p.code, str(p)) for p in problems if p.severity == "warning"]
     assert errors == [
         "gateway.yaml: clients[0].scopes[0]: unknown scope 'vso.cod' (did you mean 'vso.code'?)",
         "gateway.yaml: clients[1].scopes[0]: unknown scope 'code_manage' "
@@ -317,14 +319,26 @@ def test_check_policy_errors_and_warnings() -> None:
         "pkgs, status, vsaex, vsrm, vssps, vstmr)",
     ]
     assert warnings == [
-        "gateway.yaml: clients[0].scopes[1]: client 'ci' is granted high-privilege scope "
-        "'vso.code_write'; grant the narrowest scope its operations need",
-        "gateway.yaml: clients[0].scopes[2]: no operation in the catalog needs "
-        "'vso.connected_server' or a scope it includes; the grant has no effect",
-        "gateway.yaml: routes[2]: rule 'nowhere' matches no operation in the "
-        "catalog (GET /{organization}/_apis/nothing/here on host 'main')",
-        "gateway.yaml: routes[3]: rule 'open-door' allows every client; "
-        "name the clients that need it",
+        (
+            "high_privilege_scope",
+            "gateway.yaml: clients[0].scopes[1]: client 'ci' is granted high-privilege scope "
+            "'vso.code_write'; grant the narrowest scope its operations need",
+        ),
+        (
+            "unused_scope",
+            "gateway.yaml: clients[0].scopes[2]: no operation in the catalog needs "
+            "'vso.connected_server' or a scope it includes; the grant has no effect",
+        ),
+        (
+            "route_matches_nothing",
+            "gateway.yaml: routes[2]: rule 'nowhere' matches no operation in the "
+            "catalog (GET /{organization}/_apis/nothing/here on host 'main')",
+        ),
+        (
+            "route_allows_every_client",
+            "gateway.yaml: routes[3]: rule 'open-door' allows every client; "
+            "name the clients that need it",
+        ),
     ]
 
 
@@ -345,7 +359,7 @@ def test_check_policy_uses_config_locate(tmp_path: Path) -> None:
         "      - vso.wrok\n"
     )
     cfg = load(tmp_path / "gateway.yaml")
-    errors, _ = check_policy(cfg, CATALOG)
+    errors = [str(p) for p in check_policy(cfg, CATALOG)]
     assert any(
         e.endswith(":7: clients[0].scopes[1]: unknown scope 'vso.wrok' (did you mean 'vso.work'?)")
         for e in errors

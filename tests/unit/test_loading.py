@@ -11,8 +11,9 @@ import gateway.policy
 from gateway.cli import main
 from gateway.config.load import load
 from gateway.config.model import Config
-from gateway.configure import load_checked
+from gateway.config.problems import Problem
 from gateway.errors import ConfigError
+from gateway.loading import load_checked
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def test_repository_example_passes_check(
     def line_of(variable: str) -> int:  # where the example reads that secret
         return next(i for i, text in enumerate(lines, 1) if f"${{{variable}" in text)
 
-    assert list(config.warnings) == [
+    assert [str(w) for w in config.warnings] == [
         f"gateway.yaml:{line_of('BUILD_SP_CLIENT_SECRET')}: credentials.build-sp.client_secret:"
         " is empty: upstream tokens cannot be acquired with it (is BUILD_SP_CLIENT_SECRET set?)",
         f"gateway.yaml:{line_of('GATEWAY_APP_CLIENT_SECRET')}: credentials.caller.client_secret:"
@@ -74,21 +75,32 @@ def test_policy_check_errors_and_warnings_are_merged(
     monkeypatch.chdir(tmp_path)
     seen: list[Config] = []
 
-    def check_policy(config: Config, catalog: object) -> tuple[list[str], list[str]]:
+    def check_policy(config: Config, catalog: object) -> list[Problem]:
         seen.append(config)
-        return [config.locate(("clients", 0, "scopes", 0)) + ": unknown scope"], ["policy warning"]
+        return [
+            config.sources.problem(("clients", 0, "scopes", 0), "unknown scope"),
+            config.sources.warning(("clients", 0), "policy warning", "no_scopes"),
+        ]
 
     monkeypatch.setattr(gateway.policy, "check_policy", check_policy)
     with pytest.raises(ConfigError) as err:
         load_checked(_write(tmp_path))
-    assert err.value.problems == ["p.yaml:2: clients[0].scopes[0]: unknown scope"]
-    assert err.value.warnings[-1] == "policy warning"
-    assert "p.yaml:2: clients[0]: has no api_keys" in err.value.warnings[0]
+    assert [str(p) for p in err.value.errors] == ["p.yaml:2: clients[0].scopes[0]: unknown scope"]
+    assert [str(w) for w in err.value.warnings] == [
+        "p.yaml:2: clients[0]: has no api_keys, entra or certificates: it can never authenticate",
+        "p.yaml:2: clients[0]: policy warning",
+    ]
     assert len(seen) == 1
 
-    monkeypatch.setattr(gateway.policy, "check_policy", lambda config, catalog: ([], ["w2"]))
+    def warn(config: Config, catalog: object) -> list[Problem]:
+        return [config.sources.warning(("clients", 0), "w2", "no_scopes")]
+
+    monkeypatch.setattr(gateway.policy, "check_policy", warn)
     config = load_checked(_write(tmp_path))
-    assert config.warnings[-1] == "w2" and len(config.warnings) == 2
+    assert [w.message for w in config.warnings] == [
+        "has no api_keys, entra or certificates: it can never authenticate",
+        "w2",
+    ]
 
 
 def test_policy_check_is_not_run_on_a_file_that_is_not_a_configuration(
@@ -96,13 +108,13 @@ def test_policy_check_is_not_run_on_a_file_that_is_not_a_configuration(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     called = []
-    monkeypatch.setattr(gateway.policy, "check_policy", lambda c, k: called.append(c) or ([], []))
+    monkeypatch.setattr(gateway.policy, "check_policy", lambda c, k: called.append(c) or [])
     (tmp_path / "gateway.yaml").write_text("- just\n- a list\n")
     with pytest.raises(ConfigError) as err:
         load_checked(tmp_path / "gateway.yaml")
-    assert err.value.problems == [
+    assert [str(p) for p in err.value.errors] == [
         "gateway.yaml:1: expected a mapping of: listen, admin, upstream, identity, credentials, "
-        "policies, audit, limits; got a list"
+        "policies, audit, limits, keys; got a list"
     ]
     assert called == []
 
@@ -123,19 +135,21 @@ def test_catalog_checks_still_run_when_loading_finds_problems(
     )
     seen: list[Config] = []
 
-    def check_policy(config: Config, catalog: object) -> tuple[list[str], list[str]]:
+    def check_policy(config: Config, catalog: object) -> list[Problem]:
         seen.append(config)
+        at = config.sources.problem
         return [
-            config.locate(("clients", 0, "scopes", 0)) + ": unknown scope 'vso.cod'",
-            config.locate(("routes", 0, "match", "method")) + ": unknown method 'A B'",
-            config.locate(("routes", 0, "clients", 0)) + ": unknown client 'broken'",
-        ], ["p.yaml:5: routes[0]: rule 'r' matches no operation"]
+            at(("clients", 0, "scopes", 0), "unknown scope 'vso.cod'"),
+            at(("routes", 0, "match", "method"), "unknown method 'A B'"),
+            at(("routes", 0, "clients", 0), "unknown client 'broken'"),
+            config.sources.warning(("routes", 0), "rule 'r' matches no operation", "x"),
+        ]
 
     monkeypatch.setattr(gateway.policy, "check_policy", check_policy)
     with pytest.raises(ConfigError) as err:
         load_checked(tmp_path / "gateway.yaml")
     assert [c.name for c in seen[0].clients] == ["ok"]  # the valid part only
-    assert err.value.problems == [
+    assert [str(p) for p in err.value.errors] == [
         "gateway.yaml:1: listen.port: expected a whole number, got 'x'",
         "p.yaml:2: clients[0].scopes[0]: unknown scope 'vso.cod'",
         "p.yaml:3: clients[1].mode: expected 'enforce' or 'report', got 'enforcing' "
@@ -145,7 +159,7 @@ def test_catalog_checks_still_run_when_loading_finds_problems(
         "p.yaml:5: routes[0].match.method[1]: expected an HTTP method such as GET or POST, "
         "got 'A B'",
     ]
-    assert err.value.warnings == [
+    assert [str(w) for w in err.value.warnings] == [
         "p.yaml:2: clients[0]: has no api_keys, entra or certificates: it can never authenticate",
         "p.yaml:5: routes[0]: rule 'r' matches no operation",
     ]

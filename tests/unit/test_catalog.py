@@ -543,6 +543,11 @@ def test_discovery_is_public_on_every_host(catalog: Catalog, host: str) -> None:
         ("GET", "/o/_apis/resourceAreas"),
         ("GET", "/o/_apis/connectionData"),
         ("GET", "/o/_apis/ResourceAreas/79134c72-4a58-4b42-976c-04e7115f32bf"),
+        ("OPTIONS", "/o/_apis/Location"),
+        ("OPTIONS", "/o/_APIS/core"),
+        ("OPTIONS", "/o/_apis/Release/"),
+        ("OPTIONS", "/_apis/git"),
+        ("OPTIONS", "/_apis"),
     ]:
         m = catalog.match(host, method, path)
         assert m is not None and m.operation.public, (host, method, path)

@@ -233,6 +233,13 @@ def test_route_rules_on_other_hosts() -> None:
         ("fiber", "GET", "/fabrikam/_apis/projects/6ce954b1/teams", None),
         ("fiber", "OPTIONS", "/fabrikam/_apis", None),
         ("fiber", "OPTIONS", "/contoso/_apis", "organization_not_allowed"),
+        ("fiber", "OPTIONS", "/fabrikam/_apis/git", None),  # per-area discovery
+        ("fiber", "OPTIONS", "/FABRIKAM/_APIS/Release", None),
+        ("fiber", "OPTIONS", "/_apis/Location", None),
+        ("fiber", "OPTIONS", "/contoso/_apis/git", "organization_not_allowed"),
+        ("fiber", "GET", "/fabrikam/_apis/git/repositories", "project_not_allowed"),  # a form
+        ("fiber", "POST", "/fabrikam/_apis/wit/wiql", "project_not_allowed"),
+        ("fiber", "GET", "/fabrikam/Fabrikam%20Fiber/_apis/wit/wiql/q1", None),
         ("fab-only", "GET", "/fabrikam/Any/_apis/git/repositories", None),
         ("fab-only", "GET", "/contoso/Any/_apis/git/repositories", "organization_not_allowed"),
         ("fab-only", "OPTIONS", "/contoso/_apis", "organization_not_allowed"),

@@ -6,8 +6,8 @@ organization of `azdo_data` with Azure DevOps' conventions: case-insensitive
 paths, `{"count", "value"}` collections, `x-ms-continuationtoken` paging,
 `ActivityId` / `X-TFS-*` / `X-VSS-*` headers, `api-version` required on writes,
 error bodies shaped like Azure DevOps' (`typeKey`, `message`), the location
-service (`OPTIONS /{org}/_apis`, resourceAreas, connectionData) and git smart
-HTTP through real `git http-backend`.
+service (`OPTIONS /{org}/_apis` and per area `OPTIONS /{org}/_apis/{area}`,
+resourceAreas, connectionData) and git smart HTTP through real `git http-backend`.
 
 Authentication: a request must carry a credential `check_auth` accepts (the
 gateway's injected token). Without one it answers 401, or, unless the request
@@ -193,14 +193,18 @@ class AzdoStandIn:
 
     def _add_routes(self) -> None:
         for host in HOSTS:
-            self.route(host, "OPTIONS", "/{org}/_apis", self._options)
-            self.route(host, "OPTIONS", "/{org}/_apis/", self._options)
+            for org in ("/_apis", "/{org}/_apis"):  # with and without the organization
+                self.route(host, "OPTIONS", org, self._options)
+                self.route(host, "OPTIONS", org + "/", self._options)
+                self.route(host, "OPTIONS", org + "/{area}", self._options)
+                self.route(host, "OPTIONS", org + "/{area}/", self._options)
             self.route(host, "GET", "/{org}/_apis/resourceAreas", self._resource_areas)
             self.route(host, "GET", "/{org}/_apis/resourceAreas/{area}", self._resource_areas)
             self.route(host, "GET", "/{org}/_apis/connectionData", self._connection_data)
         m = "main"
         self.route(m, "GET", "/{org}/_apis/projects", self._projects)
         self.route(m, "GET", "/{org}/_apis/projects/{project}", self._project_get)
+        self.route(m, "GET", "/{org}/_apis/git/repositories", self._org_repos)
         self.route(m, "GET", "/{org}/{project}/_apis/git/repositories", self._repos)
         self.route(m, "GET", "/{org}/{project}/_apis/git/repositories/{repo}", self._repo_get)
         self.route(
@@ -221,7 +225,8 @@ class AzdoStandIn:
         self.route("vssps", "GET", "/{org}/_apis/graph/users", self._users)
 
     async def _options(self, request: web.Request, host: str, p: dict[str, str]) -> web.Response:
-        return _collection(api_locations(host))
+        # every location of the host, or those of one area (any case; unknown: none)
+        return _collection(api_locations(host, p.get("area")))
 
     async def _resource_areas(
         self, request: web.Request, host: str, p: dict[str, str]
@@ -248,6 +253,11 @@ class AzdoStandIn:
         self, request: web.Request, host: str, p: dict[str, str]
     ) -> web.Response:
         return _json(self.org.project_json(self._project(p)))
+
+    async def _org_repos(self, request: web.Request, host: str, p: dict[str, str]) -> web.Response:
+        if p["org"].lower() != self.org.name:
+            return azdo_error(404, "AccountNotFoundException", f"{p['org']} was not found.")
+        return _collection([self.org.repo_json(x, r) for x in self.org.projects for r in x.repos])
 
     async def _repos(self, request: web.Request, host: str, p: dict[str, str]) -> web.Response:
         project = self._project(p)

@@ -2,7 +2,8 @@
 
 SDKs find their way around Azure DevOps at run time: `GET /{org}/_apis/resourceAreas`
 says which host serves which API area (`locationUrl`), `OPTIONS /{org}/_apis` on that
-host lists its API resource locations (id, route template, versions), and
+host lists its API resource locations (id, route template, versions), `OPTIONS
+/{org}/_apis/{area}` those of one area (what azure-devops-node-api asks), and
 `GET /{org}/_apis/connectionData` describes the instance and its access mappings.
 The ids and route templates here are those Azure DevOps publishes for the areas the
 stand-in serves.
@@ -128,7 +129,9 @@ def resource_areas(org: Organization) -> list[Json]:
     ]
 
 
-def api_locations(host: str) -> list[Json]:
+def api_locations(host: str, area_name: str | None = None) -> list[Json]:
+    """The ApiResourceLocation list of a host, or of one area on it (any case)."""
+    wanted = area_name.lower() if area_name else None
     return [
         {
             "id": lid,
@@ -141,6 +144,7 @@ def api_locations(host: str) -> list[Json]:
             "releasedVersion": "7.1",
         }
         for lid, area, resource, template, version in LOCATIONS.get(host, [])
+        if wanted is None or area.lower() == wanted
     ]
 
 

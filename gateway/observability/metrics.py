@@ -169,6 +169,13 @@ class Metrics:
             ("result",),
             registry=r,
         )
+        self.rewrite_skipped = Counter(
+            "azdo_gateway_rewrite_skipped_total",
+            "Answers whose body was passed through without URL rewriting because it "
+            "could not be rewritten faithfully, by reason.",
+            ("reason",),
+            registry=r,
+        )
         self.registry.register(_ExpiryCollector(self))
 
     # --- label bounding --------------------------------------------------
@@ -276,6 +283,10 @@ class Metrics:
         cred = self.credential(credential)
         self.upstream_remaining.labels(cred).set(remaining)
         self.upstream_limit.labels(cred).set(limit)
+
+    def rewrite_skip(self, reason: str) -> None:
+        """A body passed through unrewritten (reasons: gateway.proxy.rewrite)."""
+        self.rewrite_skipped.labels(reason if _RESULT.match(reason) else OTHER).inc()
 
     def reloaded(self, ok: bool) -> None:
         self.reloads.labels("success" if ok else "failure").inc()

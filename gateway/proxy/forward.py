@@ -16,12 +16,10 @@ appended to it.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import importlib
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -58,9 +56,17 @@ class Rewriter(Protocol):
     def rewrite_headers(
         self, headers: Mapping[str, str], *, host: str = ..., public_url: str | None = ...
     ) -> CIMultiDict[str]: ...
-    def wants_body(self, headers: Mapping[str, str]) -> bool: ...
-    def rewrite_body(
-        self, body: bytes, *, public_url: str | None = ..., content_encoding: str = ...
+    def wants_body(self, headers: Mapping[str, str], path: str | None = ...) -> bool: ...
+    async def rewrite_body_async(
+        self,
+        body: bytes,
+        *,
+        public_url: str | None = ...,
+        content_encoding: str = ...,
+        content_type: str = ...,
+        host: str = ...,
+        path: str = ...,
+        on_skip: Callable[[str], None] | None = ...,
     ) -> bytes: ...
 
 
@@ -242,7 +248,9 @@ class Forwarder:
         prefix: list[bytes] = []
         body: bytes | None = None
         with_body = request.method != "HEAD" and up.status not in NO_BODY
-        rewritable = with_body and rewriter is not None and rewriter.wants_body(up.headers)
+        rewritable = (
+            with_body and rewriter is not None and rewriter.wants_body(up.headers, ctx.path)
+        )
         if rewritable:
             body, prefix = await self._buffer(up)
         elif with_body:
@@ -254,19 +262,16 @@ class Forwarder:
             if has_location:
                 headers = rewriter.rewrite_headers(headers, host=ctx.host, public_url=public_url)
             if body and rewritable:
-                encoding = up.headers.get("Content-Encoding", "")
-                if len(body) > 1 << 20:  # a big body takes a while to parse: off the event loop
-                    rewrite = functools.partial(
-                        rewriter.rewrite_body,
-                        body,
-                        public_url=public_url,
-                        content_encoding=encoding,
-                    )
-                    body = await asyncio.to_thread(rewrite)
-                else:
-                    body = rewriter.rewrite_body(
-                        body, public_url=public_url, content_encoding=encoding
-                    )
+                # In slices for a big body: other requests on this worker run between them.
+                body = await rewriter.rewrite_body_async(
+                    body,
+                    public_url=public_url,
+                    content_encoding=up.headers.get("Content-Encoding", ""),
+                    content_type=up.headers.get("Content-Type", ""),
+                    host=ctx.host,
+                    path=ctx.path,
+                    on_skip=self.observability.metrics.rewrite_skip,
+                )
         if body is not None:
             # Whole (and rewritten): aiohttp sends status line, headers and body
             # in one write once the pipeline returns.

@@ -31,6 +31,7 @@ from gateway.config.model import Client, Config
 from gateway.errors import Denied, GatewayError
 from gateway.limits import Limiter
 from gateway.observability import Observability
+from gateway.observability.logs import REQUEST_ID
 from gateway.policy import Policy
 from gateway.projects import MAX_ANSWER_BYTES, ProjectNames, lookup_path, parse_project
 from gateway.proxy import Forwarder
@@ -169,6 +170,7 @@ class Gateway:
         users = self._users
         users[key] = users.get(key, 0) + 1
         observability = self.observability
+        logged = REQUEST_ID.set(rid)  # log lines of this request carry its id
         try:
             # observe: metrics and the audit line
             observability.started(ctx)
@@ -190,6 +192,7 @@ class Gateway:
                 ctx.bytes_in = ctx.bytes_in or request.content.total_bytes
                 observability.finished(ctx)
         finally:
+            REQUEST_ID.reset(logged)
             left = users.pop(key) - 1
             if left:
                 users[key] = left

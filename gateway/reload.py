@@ -28,6 +28,7 @@ from gateway.app import Gateway, Runtime, build_runtime
 from gateway.config.model import Config
 from gateway.errors import ConfigError
 from gateway.loading import load_checked
+from gateway.observability import logs
 from gateway.tasks import spawn
 
 log = logging.getLogger("azdo_gateway.reload")
@@ -92,6 +93,7 @@ class Reloader:
             self._seen = fingerprint(config)
             old = self.gateway.swap(runtime)
             self.gateway.observability.adopt_config(config)
+            logs.reconfigure(config.gateway.logging)
             grace = config.gateway.limits.shutdown_grace_s
             task = spawn(self.gateway.retire(old, grace), name="retire-runtime")
             self._retiring.add(task)

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.app import Gateway, build_runtime
-from gateway.config.model import TLS, Config
+from gateway.config.model import TLS, Config, LogSettings
 from gateway.errors import ConfigError
 from gateway.loading import load_checked
+from gateway.observability import logs
+from gateway.observability.logs import GatewayHandler
 from gateway.reload import Reloader
 from gateway.supervisor import default_workers, supervise, worker_ports
 
@@ -174,16 +176,17 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def serve(config_path: str, *, workers: int | None = 1) -> int:
     """`azdo-gateway run`: 0 after a clean shutdown, 1 when it cannot start."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-        )
+    embedded = any(not isinstance(h, GatewayHandler) for h in logging.getLogger().handlers)
+    if not embedded:  # an application that set up logging before calling serve() keeps it
+        logs.install(LogSettings())
     try:
         config = load_checked(config_path)
     except ConfigError as err:
         for problem in err.errors:
             print(problem, file=sys.stderr)
         return 1
+    if not embedded:
+        logs.install(config.gateway.logging)
     for warning in config.warnings:
         log.warning("configuration: %s", warning)
     if workers is None:

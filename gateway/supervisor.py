@@ -33,6 +33,8 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from gateway.config.model import Config
 from gateway.cpus import available_cpus
+from gateway.loading import load_checked
+from gateway.observability import logs
 from gateway.tasks import spawn
 
 log = logging.getLogger("azdo_gateway.supervisor")
@@ -136,6 +138,16 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
 
+    def _on_sighup(self) -> None:
+        """Reload: the workers reload themselves; this process takes the new
+        `logging` settings for its own lines (a configuration that does not load
+        is the workers' to report)."""
+        try:
+            logs.reconfigure(load_checked(self.config.path).gateway.logging)
+        except Exception:  # noqa: S110 - each worker logs why the reload was refused
+            pass
+        self._signal_all(signal.SIGHUP)
+
     async def run(self) -> int:
         self._prepare_metrics_dir()
         cfg = self.config.gateway
@@ -163,7 +175,7 @@ class Supervisor:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._signal_all, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._slots = [_Worker(slot=i + 1) for i in range(self.workers)]
         tasks = [spawn(self._keep(w, env), name=f"worker-{w.slot}") for w in self._slots]
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -77,3 +78,35 @@ async def start_demo(
     return await start_gateway(
         "demo", *args, "--port", "0", "--admin-port", "0", env=env, cwd=cwd, stderr=stderr
     )
+
+
+class Supervised:
+    """The supervisor process and what it (and its workers) logged."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._new = asyncio.Condition()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            async with self._new:
+                self.lines.append(raw.decode(errors="replace").rstrip())
+                self._new.notify_all()
+        async with self._new:
+            self.lines.append("<eof>")
+            self._new.notify_all()
+
+    async def wait_for(self, pattern: str, count: int = 1, timeout: float = 30) -> list[str]:
+        rx = re.compile(pattern)
+
+        def found() -> list[str]:
+            return [line for line in self.lines if rx.search(line)]
+
+        async with asyncio.timeout(timeout), self._new:
+            await self._new.wait_for(lambda: len(found()) >= count or "<eof>" in self.lines)
+        hits = found()
+        assert len(hits) >= count, "\n".join(self.lines)
+        return hits

@@ -278,6 +278,13 @@ class Keys(Model):
     expiry_warning_days: int = Field(14, ge=0)  # `check` warns about keys expiring this soon
 
 
+class LogSettings(Model):
+    """`logging`: the process's own log lines on stderr (the audit trail is apart)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
 class GatewayConfig(Model):
     listen: Listen = Listen()
     admin: Admin = Admin()
@@ -288,6 +295,7 @@ class GatewayConfig(Model):
     audit: Audit = Audit()
     limits: Limits = Limits()
     keys: Keys = Keys()
+    logging: LogSettings = LogSettings()
 
 
 # --- policy files -----------------------------------------------------------

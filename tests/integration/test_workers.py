@@ -15,42 +15,10 @@ import yaml
 
 from tests.harness import new_key, pat_client_config, write_config
 from tests.integration.ops_support import Upstream, metric, metric_values
-from tests.processes import start_gateway, wait
+from tests.processes import Supervised, start_gateway, wait
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Supervised:
-    """The supervisor process and what it (and its workers) logged."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._new = asyncio.Condition()
-        self._reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            async with self._new:
-                self.lines.append(raw.decode(errors="replace").rstrip())
-                self._new.notify_all()
-        async with self._new:
-            self.lines.append("<eof>")
-            self._new.notify_all()
-
-    async def wait_for(self, pattern: str, count: int = 1, timeout: float = 30) -> list[str]:
-        rx = re.compile(pattern)
-
-        def found() -> list[str]:
-            return [line for line in self.lines if rx.search(line)]
-
-        async with asyncio.timeout(timeout), self._new:
-            await self._new.wait_for(lambda: len(found()) >= count or "<eof>" in self.lines)
-        hits = found()
-        assert len(hits) >= count, "\n".join(self.lines)
-        return hits
 
 
 async def test_workers_share_a_port_survive_a_crash_and_stop_on_sigterm(tmp_path):

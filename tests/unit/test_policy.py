@@ -310,6 +310,8 @@ def test_check_policy_errors_and_warnings() -> None:
         route("bad-path", "/a/**/b", deny=True),
         route("bad-host", "/a", host="nope", deny=True),
         route("fine", "/{organization}/{project}/_apis/git/**", ("DELETE",), deny=True),
+        route("typo", "/{organization}/{project}/_apis/bulid/definitions/{id}", deny=True),
+        route("form", "/{organization}/_apis/git/repositories", ("GET",), deny=True),
     )
     problems = check_policy(config(clients, routes), CATALOG)
     errors = [str(p) for p in problems if p.severity == "error"]
@@ -345,6 +347,11 @@ def test_check_policy_errors_and_warnings() -> None:
             "route_allows_every_client",
             "gateway.yaml: routes[3]: rule 'open-door' allows every client; "
             "name the clients that need it",
+        ),
+        (
+            "route_matches_nothing",
+            "gateway.yaml: routes[7]: rule 'typo' matches no operation in the catalog "
+            "(any method /{organization}/{project}/_apis/bulid/definitions/{id} on host 'main')",
         ),
     ]
 

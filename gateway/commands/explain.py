@@ -6,8 +6,9 @@ scopes it needs, what the client is granted, the route rules that apply and
 the decision with its reason. URL may be a path (`/fabrikam/_apis/projects`), a
 gateway URL (including `/_hosts/{name}/...`) or an Azure DevOps URL
 (`https://vsrm.dev.azure.com/...`): a URL under one of `upstream.hosts` is
-explained for that host. Exit status: 0 allowed, 1 denied or rejected, 2 when
-the configuration or the arguments are wrong.
+explained for that host, a URL on any other host is refused. Exit status: 0
+allowed, 1 denied or rejected, 2 when the configuration or the arguments are
+wrong (a URL on no configured host included).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import difflib
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,21 +40,68 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("url", metavar="URL")
 
 
-def split_url(url: str, hosts: dict[str, str], public_url: str | None) -> str:
-    """The request target the gateway would see for `url`."""
+class NotUpstream(ValueError):
+    """A URL on a host that is neither the gateway nor one of `upstream.hosts`."""
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number
+        return None
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    return scheme, host.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def gateway_origins(listen: Any) -> list[str]:
+    """Where the gateway itself is reached: its public URL, its listener, allowed hosts."""
+    scheme = "https" if listen.tls else "http"
+    out = [listen.public_url] if listen.public_url else []
+    hosts = [listen.host]
+    if listen.host in ("", "0.0.0.0", "::"):  # noqa: S104 - describing, not binding
+        hosts = ["127.0.0.1", "localhost", "[::1]"]
+    out += [f"{scheme}://{h}:{listen.port}" for h in hosts]
+    out += [f"{scheme}://{h}" for h in listen.allowed_hosts]
+    return out
+
+
+def split_url(
+    url: str, hosts: dict[str, str], public_url: str | None, gateway: Sequence[str] = ()
+) -> str:
+    """The request target the gateway would see for `url`.
+
+    Raises NotUpstream for a URL on any other host: reading it as a path would
+    explain a request no one can send.
+    """
     if url.startswith("/"):
         return url
     parts = urlsplit(url if "://" in url else "https://" + url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    origin = f"{parts.scheme}://{parts.netloc}".lower()
-    if public_url and origin == public_url.rstrip("/").lower():
-        return target
-    for name, base in hosts.items():
-        b = urlsplit(base)
-        if f"{b.scheme}://{b.netloc}".lower() == origin and target.startswith(b.path or "/"):
-            rest = target[len(b.path.rstrip("/")) :] or "/"
-            return rest if name == "main" else f"/_hosts/{name}{rest}"
-    return target
+    origin = _origin(url if "://" in url else "https://" + url)
+    if origin is not None:
+        for own in ([public_url] if public_url else []) + list(gateway):
+            if _origin(own) == origin:
+                return target
+        for name, base in hosts.items():
+            b = urlsplit(base)
+            if _origin(base) == origin and (target.lower() + "/").startswith(
+                b.path.rstrip("/").lower() + "/"
+            ):
+                rest = target[len(b.path.rstrip("/")) :] or "/"
+                return rest if name == "main" else f"/_hosts/{name}{rest}"
+    own = ", ".join(dict.fromkeys(([public_url] if public_url else []) + list(gateway)))
+    hint = f" (did you mean the path '/{url}'?)" if "://" not in url and "." not in url else ""
+    raise NotUpstream(
+        f"{url}: {parts.netloc or url!r} is neither the gateway ({own or 'none'}) nor a host "
+        f"of upstream.hosts ({', '.join(hosts)}){hint}. Give a path (/fabrikam/_apis/projects), "
+        "a gateway URL or an Azure DevOps URL on one of upstream.hosts."
+    )
 
 
 def explain(
@@ -64,7 +113,7 @@ def explain(
     from gateway.types import ClientIdentity, RequestContext
 
     gw = config.gateway
-    target = split_url(url, gw.upstream.hosts, gw.listen.public_url)
+    target = split_url(url, gw.upstream.hosts, gw.listen.public_url, gateway_origins(gw.listen))
     c = config.client(client)
     out: dict[str, Any] = {
         "request": {"method": method.upper(), "target": target},
@@ -254,7 +303,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"bad header {h!r}: expected 'Name: value'", file=sys.stderr)
             return 2
         headers.append((name.strip(), value.strip()))
-    result = explain(config, catalog, args.client, args.method, args.url, headers)
+    try:
+        result = explain(config, catalog, args.client, args.method, args.url, headers)
+    except NotUpstream as err:
+        print(f"explain: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -171,3 +171,41 @@ def test_a_form_names_the_operation_and_its_full_template(
         "/{organization}/{project}/{team}/_apis/wit/wiql",
     )
     assert (op["organization"], op["project"]) == ("fabrikam", "Fiber")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://example.com/fabrikam/_apis/projects", "'example.com'"),
+        ("https://dev.azure.com.evil.example/fabrikam/_apis/projects", "'dev.azure.com.evil"),
+        ("https://dev.azure.com:8443/fabrikam/_apis/projects", "'dev.azure.com:8443'"),
+        ("ftp://dev.azure.com/fabrikam/_apis/projects", "'dev.azure.com'"),
+        ("fabrikam/_apis/projects", "did you mean the path '/fabrikam/_apis/projects'?"),
+    ],
+)
+def test_a_url_on_no_configured_host_is_refused(
+    config_file: Path, capsys: pytest.CaptureFixture[str], url: str, shown: str
+) -> None:
+    code, out = explain(config_file, capsys, "--client", "ci", "GET", url)
+    assert code == 2
+    assert out.startswith(f"explain: {url}: ") and shown in out
+    assert "is neither the gateway (https://ado-gw.example.com, http://127.0.0.1:8080" in out
+    assert "upstream.hosts (main, vssps, vsrm" in out
+    assert "request " not in out  # nothing explained
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://ado-gw.example.com/fabrikam/Fiber/_apis/git/repositories",
+        "HTTPS://Dev.Azure.Com:443/fabrikam/Fiber/_apis/git/repositories",
+        "http://localhost:8080/fabrikam/Fiber/_apis/git/repositories",  # the listener
+        "dev.azure.com/fabrikam/Fiber/_apis/git/repositories",
+    ],
+)
+def test_urls_of_the_gateway_and_its_upstream_hosts_are_explained(
+    config_file: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    code, out = explain(config_file, capsys, "--client", "ci", "GET", url)
+    assert code == 0, out
+    assert "canonical   GET /fabrikam/Fiber/_apis/git/repositories on host main\n" in out

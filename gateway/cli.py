@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
@@ -41,8 +43,28 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     return p, modules
 
 
+def _reader_gone() -> int:
+    """The reader of our output left (`azdo-gateway ... | head`): stop quietly.
+
+    What is still buffered goes nowhere (stdout now points at the null device, so
+    the interpreter's last flush cannot fail either), and the exit status is 1,
+    as Python's own documentation recommends for EPIPE.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file descriptor (tests capture it)
+        pass
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, modules = _parser()
-    args = parser.parse_args(argv)
-    result: int = modules[args.verb].run(args)  # type: ignore[attr-defined]
+    try:
+        parser, modules = _parser()
+        args = parser.parse_args(argv)
+        result: int = modules[args.verb].run(args)  # type: ignore[attr-defined]
+        sys.stdout.flush()  # a reader gone before the end shows here, not at exit
+    except BrokenPipeError:
+        return _reader_gone()
     return result

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
                 out=sys.stdout,
             )
         )
+    except BrokenPipeError:
+        raise  # the reader of the output left: the command line ends quietly
     except OSError as err:
         print(
             f"azdo-gateway demo: cannot start: {err}\n"

@@ -34,7 +34,7 @@ from gateway.observability import Observability
 from gateway.observability.logs import REQUEST_ID
 from gateway.policy import Policy
 from gateway.projects import MAX_ANSWER_BYTES, ProjectNames, lookup_path, parse_project
-from gateway.proxy import Forwarder
+from gateway.proxy import Forwarder, Forwarding
 from gateway.tokens import TokenBroker
 from gateway.types import RequestContext
 
@@ -83,6 +83,7 @@ class Runtime:
     policy: Policy
     authn: Authentication
     tokens: TokenBroker
+    forwarding: Forwarding  # origins, body limits, rewriter
     trusted_proxies: tuple[IPNetwork, ...] = ()  # listen.trusted_proxies, parsed
 
 
@@ -99,6 +100,7 @@ def build_runtime(config: Config, catalog: Catalog | None = None) -> Runtime:
         policy=Policy(config, catalog),
         authn=Authentication(config),
         tokens=TokenBroker(config),
+        forwarding=Forwarding.from_config(config),
         trusted_proxies=parse_networks(config.gateway.listen.trusted_proxies),
     )
 
@@ -129,7 +131,7 @@ class Gateway:
     def swap(self, runtime: Runtime) -> Runtime:
         """Install a new Runtime; return the old one (the caller closes it later)."""
         old, self.runtime = self.runtime, runtime
-        self.forwarder.use_config(runtime.config)
+        self.forwarder.set_timeouts(runtime.forwarding)
         return old
 
     async def retire(self, old: Runtime, grace_s: float) -> bool:
@@ -286,7 +288,9 @@ class Gateway:
         look.match = rt.catalog.match("main", "GET", path)
         found: tuple[str, str] | None = None
         try:
-            body = await self.forwarder.fetch(look, rt.tokens, client, max_bytes=MAX_ANSWER_BYTES)
+            body = await self.forwarder.fetch(
+                look, rt.forwarding, rt.tokens, client, max_bytes=MAX_ANSWER_BYTES
+            )
             found = None if body is None else parse_project(body, project)
         except GatewayError as err:  # no upstream token for the client right now
             look.error_reason = err.reason
@@ -313,7 +317,7 @@ class Gateway:
         self.match(ctx, rt)
         await self.resolve(ctx, rt, client)
         self.authorize(ctx, rt)
-        return await self.forwarder.forward(request, ctx, rt.tokens, client)
+        return await self.forwarder.forward(request, ctx, rt.forwarding, rt.tokens, client)
 
     def proxy_server(self, **options: Any) -> web.Server:
         """The proxy's low-level aiohttp server; `options` go to aiohttp's RequestHandler."""

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from gateway.proxy.forward import Forwarder
+from gateway.proxy.forward import Forwarder, Forwarding
 
-__all__ = ["Forwarder"]
+__all__ = ["Forwarder", "Forwarding"]

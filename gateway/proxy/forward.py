@@ -20,12 +20,13 @@ import importlib
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.config.model import Client, Config
+from gateway.config.model import BodyClass, Client, Config
 from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError
 from gateway.observability import Observability
 from gateway.proxy import headers as hdrs
@@ -106,29 +107,55 @@ class RequestBody:
             yield chunk
 
 
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """What one configuration tells the forwarder, built once with its Runtime.
+
+    A request forwards with the Forwarding of the Runtime it started with, so a
+    reload never changes the origins, limits or rewriter of a request in flight,
+    and a host the reload removes stays reachable for the requests already on it.
+    """
+
+    origins: Mapping[str, Origin]  # upstream.hosts, parsed
+    body_limits: Mapping[BodyClass, int | None]  # per route class, max_body_bytes applied
+    rewrite_max_bytes: int
+    rewriter: Rewriter | None
+    connect_timeout_s: float | None
+    read_timeout_s: float | None
+
+    @classmethod
+    def from_config(cls, config: Config) -> Forwarding:
+        limits, upstream = config.gateway.limits, config.gateway.upstream
+        return cls(
+            origins={name: Origin.parse(url) for name, url in upstream.hosts.items()},
+            body_limits=effective_limits(limits),
+            rewrite_max_bytes=limits.rewrite_max_bytes,
+            rewriter=load_rewriter(config),
+            connect_timeout_s=upstream.connect_timeout_s,
+            read_timeout_s=upstream.read_timeout_s,
+        )
+
+
 class Forwarder:
-    """One pool of keep-alive upstream connections per process, shared by all requests."""
+    """The process's pool of keep-alive upstream connections, shared by all requests.
+
+    It holds no configuration of its own: every request brings the `Forwarding`
+    of its Runtime. (`upstream.ca_file` is read once, when the pool starts.)
+    """
 
     def __init__(self, config: Config, observability: Observability) -> None:
-        self.observability = observability
+        self.upstream = config.gateway.upstream
+        self.observability = observability  # process-wide, as the pool is
         self.pool: UpstreamPool | None = None
-        self.use_config(config)
 
-    def use_config(self, config: Config) -> None:
-        """Take a (re)loaded configuration. The pool and its connections stay;
-        new timeouts apply to the next requests (`upstream.ca_file` needs a restart)."""
-        self.config = config
-        self.limits = config.gateway.limits
-        self.body_limits = effective_limits(self.limits)
-        upstream = config.gateway.upstream
-        self.origins = {name: Origin.parse(url) for name, url in upstream.hosts.items()}
+    def set_timeouts(self, forwarding: Forwarding) -> None:
+        """The pool's timeouts for the next requests (the pool takes them per pool)."""
         if self.pool is not None:
-            self.pool.connect_timeout = upstream.connect_timeout_s
-            self.pool.read_timeout = upstream.read_timeout_s
-        self.rewriter = load_rewriter(config)
+            self.pool.connect_timeout = forwarding.connect_timeout_s
+            self.pool.read_timeout = forwarding.read_timeout_s
 
     async def start(self) -> None:
-        upstream = self.config.gateway.upstream
+        upstream = self.upstream
         self.pool = UpstreamPool(
             ssl_context=tls_context(upstream.ca_file),
             connect_timeout=upstream.connect_timeout_s,
@@ -141,14 +168,19 @@ class Forwarder:
             self.pool = None
 
     async def forward(
-        self, request: web.BaseRequest, ctx: RequestContext, tokens: TokenBroker, client: Client
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        fw: Forwarding,
+        tokens: TokenBroker,
+        client: Client,
     ) -> web.StreamResponse:
         pool = self.pool
         assert pool is not None, "Forwarder.start() was not awaited"
         assert ctx.identity is not None
         method = ctx.effective_method or ctx.method
         kind = body_class(ctx.match)
-        limit = self.body_limits[kind]
+        limit = fw.body_limits[kind]
         if limit is not None and (request.content_length or 0) > limit:
             raise PayloadTooLarge(too_large(limit, kind))
         base = hdrs.to_upstream(request.headers)
@@ -161,7 +193,7 @@ class Forwarder:
             # Authenticated, authorized and within the size limit: now the client
             # may send the body it held back (a denied one never has to).
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        origin = self.origins[ctx.host]
+        origin = fw.origins[ctx.host]
         target = origin.prefix + ctx.path + ("?" + ctx.query if ctx.query else "")
         for attempt in (1, 2):
             token = await tokens.acquire(ctx.identity, client)
@@ -185,7 +217,7 @@ class Forwarder:
                         if attempt == 1 and safe:
                             continue
                         raise _rejected(token, up.status)
-                    return await self.relay(request, ctx, up, started)
+                    return await self.relay(request, ctx, fw, up, started)
                 finally:
                     up.release()
             except (UpstreamFailure, TimeoutError, BodyReadError) as err:
@@ -194,7 +226,13 @@ class Forwarder:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def fetch(
-        self, ctx: RequestContext, tokens: TokenBroker, client: Client, *, max_bytes: int
+        self,
+        ctx: RequestContext,
+        fw: Forwarding,
+        tokens: TokenBroker,
+        client: Client,
+        *,
+        max_bytes: int,
     ) -> bytes | None:
         """The gateway's own GET of `ctx.host`/`ctx.path` with the client's upstream
         credential (a project lookup): the body of a 200 answer of at most
@@ -202,7 +240,7 @@ class Forwarder:
         pool = self.pool
         assert pool is not None, "Forwarder.start() was not awaited"
         assert ctx.identity is not None
-        origin = self.origins[ctx.host]
+        origin = fw.origins[ctx.host]
         target = origin.prefix + ctx.path + ("?" + ctx.query if ctx.query else "")
         token = await tokens.acquire(ctx.identity, client)
         ctx.credential = token.credential
@@ -240,11 +278,12 @@ class Forwarder:
         self,
         request: web.BaseRequest,
         ctx: RequestContext,
+        fw: Forwarding,
         up: UpstreamResponse,
         started: float,
     ) -> web.StreamResponse:
         """Send upstream's answer to the client: buffered for rewriting, or streamed."""
-        rewriter = self.rewriter
+        rewriter = fw.rewriter
         prefix: list[bytes] = []
         body: bytes | None = None
         with_body = request.method != "HEAD" and up.status not in NO_BODY
@@ -252,7 +291,7 @@ class Forwarder:
             with_body and rewriter is not None and rewriter.wants_body(up.headers, ctx.path)
         )
         if rewritable:
-            body, prefix = await self._buffer(up)
+            body, prefix = await self._buffer(up, fw.rewrite_max_bytes)
         elif with_body:
             body = up.body_if_whole()  # small answers often arrive with their headers
         headers = hdrs.to_client(up.headers, body_rewritten=body is not None)
@@ -301,9 +340,9 @@ class Forwarder:
         await response.write_eof()
         return response
 
-    async def _buffer(self, up: UpstreamResponse) -> tuple[bytes | None, list[bytes]]:
+    @staticmethod
+    async def _buffer(up: UpstreamResponse, cap: int) -> tuple[bytes | None, list[bytes]]:
         """Read a body the rewriter wants, up to the cap; past it, hand back the prefix."""
-        cap = self.limits.rewrite_max_bytes
         if up.content_length is not None and up.content_length > cap:
             return None, []
         whole = up.body_if_whole()  # a small answer often comes in one piece with its headers

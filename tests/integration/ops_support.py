@@ -20,6 +20,7 @@ from gateway.authn import Authentication
 from gateway.catalog import Catalog
 from gateway.config.model import Client, Config
 from gateway.errors import CredentialUnavailable
+from gateway.proxy import Forwarding
 from gateway.tokens import TokenBroker
 from gateway.types import ClientIdentity, Decision, Match, Operation, RequestContext, UpstreamToken
 from tests.samples import REPOSITORIES_LIST
@@ -136,6 +137,7 @@ def runtime(config: Config) -> Runtime:
         policy=ScopePolicy(config),  # type: ignore[arg-type]
         authn=PausingAuthentication(config),
         tokens=Tokens(config),  # type: ignore[arg-type]
+        forwarding=Forwarding.from_config(config),
     )
 
 

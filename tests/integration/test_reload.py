@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -13,7 +14,13 @@ import yaml
 
 from gateway.reload import Reloader
 from tests.harness import new_key
-from tests.integration.ops_support import metric, metric_values, runtime, use_test_runtime
+from tests.integration.ops_support import (
+    PausingAuthentication,
+    metric,
+    metric_values,
+    runtime,
+    use_test_runtime,
+)
 
 REPOS = "/fabrikam/Fiber/_apis/git/repositories"
 
@@ -169,3 +176,69 @@ async def test_sighup_reopens_audit_and_reloads(make_gateway, upstream):
     finally:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await reloader.close()
+
+
+class GatedAuthentication(PausingAuthentication):
+    """Key authentication that waits for the test to open the gate: a request
+    held here has its route but has not reached the forwarder yet."""
+
+    def __init__(self, config, arrived: asyncio.Event, gate: asyncio.Event) -> None:
+        super().__init__(config)
+        self.arrived, self.gate = arrived, gate
+
+    async def authenticate(self, request, ctx):
+        self.arrived.set()
+        await self.gate.wait()
+        return await super().authenticate(request, ctx)
+
+
+async def test_reload_removing_a_host_lets_requests_in_flight_on_it_finish(make_gateway, upstream):
+    key, digest = new_key()
+    gw = await make_gateway(
+        {
+            "upstream": {"hosts": {"main": upstream.url, "vsrm": upstream.url}},
+            "credentials": {"a": {"type": "pat", "pat": "pat-a"}},
+        },
+        {"ci.yaml": policy("a", digest)},
+    )
+    await use_test_runtime(gw.gateway)
+    reloader = Reloader(gw.gateway, gw.config_path, build=runtime)
+    auth = {"Authorization": aiohttp.encode_basic_auth("", key)}
+    url = gw.url + "/_hosts/vsrm" + REPOS
+    upstream.hold = asyncio.Event()
+    arrived, gate = asyncio.Event(), asyncio.Event()
+    async with aiohttp.ClientSession() as s:
+        # one request waits for upstream's answer, on the old configuration
+        upstream_held = asyncio.ensure_future(s.get(url, headers=auth))
+        await upstream.wait_for(1)
+        # another is still authenticating: it has not reached the forwarder yet
+        old = gw.gateway.runtime
+        gated = dataclasses.replace(old, authn=GatedAuthentication(old.config, arrived, gate))
+        gw.gateway.swap(gated)
+        auth_held = asyncio.ensure_future(s.get(url, headers=auth))
+        await arrived.wait()
+        doc = yaml.safe_load(gw.config_path.read_text())
+        del doc["upstream"]["hosts"]["vsrm"]
+        gw.config_path.write_text(yaml.safe_dump(doc))
+        assert await reloader.reload("test") is True
+        assert "vsrm" not in gw.gateway.runtime.config.gateway.upstream.hosts
+        gate.set()
+        arrival = asyncio.ensure_future(upstream.wait_for(2))
+        await asyncio.wait({arrival, auth_held}, return_when=asyncio.FIRST_COMPLETED)
+        if not arrival.done():  # answered without reaching upstream
+            arrival.cancel()
+            async with await auth_held as r:
+                pytest.fail(f"answered {r.status} {await r.text()}")
+        upstream.hold.set()
+        for held in (upstream_held, auth_held):
+            async with await held as r:
+                assert r.status == 200, await r.text()
+                assert await r.json() == {"count": 0, "value": []}
+        # a new request on the removed host is refused before anything goes upstream
+        async with s.get(url, headers=auth) as r:
+            assert r.status == 400
+            assert r.content_type == "application/json"
+            body = await r.json()
+            assert body["reason"] == "bad_request" and "vsrm" in body["error"]
+    assert len(upstream.seen) == 2
+    await reloader.close()

@@ -5,8 +5,8 @@ order by `Gateway.handle`, the one handler of the proxy's low-level aiohttp
 server (no router, middlewares or signals: every request takes the same way):
 
     request id -> observe (metrics + audit) -> render errors -> shed
-    -> canonicalize -> authenticate -> limit -> match -> resolve -> authorize
-    -> forward (inject token, stream, rewrite)
+    -> canonicalize -> authenticate -> limit -> match -> select -> resolve
+    -> authorize -> forward (inject token, stream, rewrite)
 
 A reload builds a whole new Runtime and swaps one reference (`Gateway.runtime`);
 requests in flight keep the Runtime they started with.
@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import body_select
 from gateway.authn import Authentication
 from gateway.canonical import canonicalize, check_headers, effective_method
 from gateway.catalog import Catalog
@@ -53,6 +54,7 @@ PIPELINE = (
     "authenticate",  # key, Entra token or client certificate -> ClientIdentity
     "limit",  # the client's rate limits; learns from upstream's throttling headers
     "match",  # the catalog's operation for host, method and path
+    "select",  # ... or the one its body selects (a Git LFS upload batch; gateway.body_select)
     "resolve",  # a project named by id gets its name (gateway.projects), for the policy
     "authorize",  # the client's policy
     "forward",  # upstream token, stream both ways (credentials dropped), rewrite URLs
@@ -315,6 +317,7 @@ class Gateway:
         self, request: web.BaseRequest, ctx: RequestContext, rt: Runtime, client: Client
     ) -> web.StreamResponse:
         self.match(ctx, rt)
+        await body_select.select(request, ctx, rt.catalog)
         await self.resolve(ctx, rt, client)
         self.authorize(ctx, rt)
         return await self.forwarder.forward(request, ctx, rt.forwarding, rt.tokens, client)

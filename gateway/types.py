@@ -31,6 +31,9 @@ class Operation:
     # a form of the operation that leaves out these optional path segments (the
     # specification's "x-ms-required": false); () for its full template
     omits: tuple[str, ...] = ()
+    # an alternative of the path's operation, chosen when the request's JSON body has these
+    # top-level fields with these values (a Git LFS batch that says "operation": "upload")
+    body: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

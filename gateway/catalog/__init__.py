@@ -115,7 +115,15 @@ class Catalog:
         hosts = set(DEFAULT_HOSTS) | {op.host for op in self.operations} | {ANY_HOST}
         # Query-specific variants first: they are chosen when their query matches.
         self.segments: dict[str, tuple[Segment, ...]] = {}  # template -> parsed
+        # Alternatives chosen by the request body: found by `body_variants`, not by path.
+        self._by_body: dict[tuple[str, str, str], tuple[Operation, ...]] = {}
+        for op in self.operations:
+            if op.body:
+                key = (op.host, op.method, op.template.lower())
+                self._by_body[key] = (*self._by_body.get(key, ()), op)
         for op in sorted(self.operations, key=lambda o: not o.query):
+            if op.body:
+                continue
             segments = self.segments.get(op.template) or parse_template(op.template)
             self.segments[op.template] = segments
             entry: _Entry = (op, _param_names(segments))
@@ -141,6 +149,12 @@ class Catalog:
 
     def find(self, operation_id: str) -> list[Operation]:
         return [op for op in self.operations if op.id == operation_id]
+
+    def body_variants(self, operation: Operation) -> tuple[Operation, ...]:
+        """The operations that replace `operation` when the request body selects them."""
+        if not self._by_body:
+            return ()
+        return self._by_body.get((operation.host, operation.method, operation.template.lower()), ())
 
     def match(self, host: str, method: str, path: str, query: str = "") -> Match | None:
         method = method.upper()

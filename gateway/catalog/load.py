@@ -104,6 +104,9 @@ def operations_from(rows: Iterable[Mapping[str, Any]], where: str) -> list[Opera
         query = row.get("query") or {}
         if not isinstance(query, dict):
             raise CatalogError(f"{at} ({oid}): query must map parameter names to values")
+        body = row.get("body") or {}
+        if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
+            raise CatalogError(f"{at} ({oid}): body must map JSON field names to text values")
         methods = _strings(row.get("method"), at)
         if not methods or any(m.upper() not in _METHODS for m in methods):
             raise CatalogError(f"{at} ({oid}): method must be among {sorted(_METHODS)}")
@@ -131,6 +134,7 @@ def operations_from(rows: Iterable[Mapping[str, Any]], where: str) -> list[Opera
                         note=str(row.get("note") or ""),
                         query=tuple(sorted((str(k).lower(), str(v)) for k, v in query.items())),
                         omits=omits,
+                        body=tuple(sorted((str(k), v) for k, v in body.items())),
                     )
                 )
     return out
@@ -155,9 +159,12 @@ def scopes_from(rows: Iterable[Mapping[str, Any]], where: str) -> list[Scope]:
     return out
 
 
-def _key(op: Operation) -> tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]]:
+_Key = tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
+
+
+def _key(op: Operation) -> _Key:
     # templates that match the same paths are one entry, whatever their parameters are called
-    return (op.host, op.method, shape(op.template), op.query)
+    return (op.host, op.method, shape(op.template), op.query, op.body)
 
 
 def read_catalog(directory: Path | None = None) -> CatalogFiles:
@@ -167,7 +174,7 @@ def read_catalog(directory: Path | None = None) -> CatalogFiles:
     scopes_doc = _read(directory / "scopes.yaml")
     extras_path = directory / "extras.yaml"
     extras_doc = _read(extras_path) if extras_path.is_file() else {}
-    merged: dict[tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]], Operation] = {}
+    merged: dict[_Key, Operation] = {}
     for op in operations_from(ops_doc.get("operations") or [], str(directory / "operations.yaml")):
         merged[_key(op)] = op
     for op in operations_from(extras_doc.get("operations") or [], str(extras_path)):

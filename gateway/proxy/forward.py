@@ -26,10 +26,12 @@ from typing import Protocol
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.body_select import PREREAD
 from gateway.config.model import BodyClass, Client, Config
 from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError
 from gateway.observability import Observability
 from gateway.proxy import headers as hdrs
+from gateway.proxy import leaks
 from gateway.proxy.bodylimits import body_class, effective_limits, too_large
 from gateway.proxy.client import Origin, UpstreamFailure, UpstreamPool, UpstreamResponse
 from gateway.proxy.upstream import BodyReadError, tls_context, translate
@@ -91,9 +93,18 @@ class RequestBody:
     ) -> None:
         self.request, self.ctx, self.limit, self.kind = request, ctx, limit, kind
         self.started = False
+        # the whole body, when an earlier stage read it to authorize it (gateway.body_select)
+        self.preread = request.get(PREREAD)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         self.started = True
+        if self.preread is not None:
+            self.ctx.bytes_in += len(self.preread)
+            if self.limit is not None and self.ctx.bytes_in > self.limit:
+                raise PayloadTooLarge(too_large(self.limit, self.kind))
+            if self.preread:
+                yield self.preread
+            return
         while True:
             try:
                 chunk = await self.request.content.readany()
@@ -147,6 +158,7 @@ class Forwarder:
         self.upstream = config.gateway.upstream
         self.observability = observability  # process-wide, as the pool is
         self.pool: UpstreamPool | None = None
+        self._forms: dict[str, tuple[bytes, ...]] = {}
 
     def set_timeouts(self, forwarding: Forwarding) -> None:
         """The pool's timeouts for the next requests (the pool takes them per pool)."""
@@ -189,7 +201,11 @@ class Forwarder:
         if "X-TFS-Session" not in base and _GUID.match(ctx.request_id):
             base["X-TFS-Session"] = ctx.request_id  # Azure DevOps' own correlation id (a GUID)
         body = RequestBody(request, ctx, limit, kind) if request.body_exists else None
-        if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
+        if (
+            body is not None
+            and body.preread is None  # the stage that read it sent 100 Continue
+            and request.headers.get("Expect", "").lower() == "100-continue"
+        ):
             # Authenticated, authorized and within the size limit: now the client
             # may send the body it held back (a denied one never has to).
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -217,7 +233,9 @@ class Forwarder:
                         if attempt == 1 and safe:
                             continue
                         raise _rejected(token, up.status)
-                    return await self.relay(request, ctx, fw, up, started)
+                    return await self.relay(
+                        request, ctx, fw, up, started, secrets=self._secrets(token)
+                    )
                 finally:
                     up.release()
             except (UpstreamFailure, TimeoutError, BodyReadError) as err:
@@ -274,6 +292,15 @@ class Forwarder:
             ctx.error_reason = translate(err, ctx.host).reason
             return None
 
+    def _secrets(self, token: UpstreamToken) -> tuple[bytes, ...]:
+        """What of `token` must never reach a client (gateway.proxy.leaks), remembered."""
+        found = self._forms.get(token.header_value)
+        if found is None:
+            if len(self._forms) >= 256:
+                self._forms.clear()
+            found = self._forms[token.header_value] = leaks.forms(token.header_value)
+        return found
+
     async def relay(
         self,
         request: web.BaseRequest,
@@ -281,8 +308,11 @@ class Forwarder:
         fw: Forwarding,
         up: UpstreamResponse,
         started: float,
+        *,
+        secrets: tuple[bytes, ...] = (),
     ) -> web.StreamResponse:
-        """Send upstream's answer to the client: buffered for rewriting, or streamed."""
+        """Send upstream's answer to the client: buffered for rewriting, or streamed;
+        without the gateway's credential (`secrets`) in its headers or a body it holds."""
         rewriter = fw.rewriter
         prefix: list[bytes] = []
         body: bytes | None = None
@@ -311,6 +341,9 @@ class Forwarder:
                     path=ctx.path,
                     on_skip=self.observability.metrics.rewrite_skip,
                 )
+        if body and secrets:
+            body = leaks.scrub_body(body, secrets, up.headers, fw.rewrite_max_bytes)
+        leaks.scrub_headers(headers, secrets)
         if body is not None:
             # Whole (and rewritten): aiohttp sends status line, headers and body
             # in one write once the pipeline returns.

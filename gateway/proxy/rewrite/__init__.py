@@ -18,6 +18,9 @@ What is rewritten:
 - PyPI simple pages, HTML (PEP 503) and JSON (PEP 691): every link, absolute,
   root-relative or relative, see `gateway.proxy.rewrite.html_body` and
   `gateway.proxy.rewrite.kinds`.
+- Git LFS batch answers: every action's `href`, and an action pointed at the
+  gateway loses the `Authorization` header upstream put in it, see
+  `gateway.proxy.lfs`.
 
 What is left alone:
 - `webUrl` and `_links.web.href`: they are for browsers and must open the real

@@ -21,6 +21,7 @@ from urllib.parse import urljoin
 
 import orjson
 
+from gateway.proxy import lfs
 from gateway.proxy.rewrite import html_body
 from gateway.proxy.rewrite.json_body import Skip, rewrite_json
 from gateway.proxy.rewrite.urls import UrlMap
@@ -138,6 +139,7 @@ def _pypi_files(doc: Any, page: Page) -> bool:
 
 _PACKAGING = re.compile(r"/_packaging/", re.I)
 KINDS: list[BodyKind] = [
+    tree_kind("git-lfs-batch", lfs.BATCH_TYPES, lfs.rewrite_batch, paths=lfs.BATCH_PATHS),
     tree_kind(
         "pypi-json",
         re.compile(r"^\s*application/vnd\.pypi\.simple\.v1\+json\s*(;|$)", re.I),

@@ -3,7 +3,10 @@
 Takes the client's request headers (`to_upstream`) or upstream's response
 headers (`to_client`) and returns a new multidict without the headers that
 must not cross. Matching is case-insensitive and is done again after mapping
-`_` to `-`, because some servers treat `X_Foo` as `X-Foo`. Nothing here
+`_` to `-`, because some servers treat `X_Foo` as `X-Foo`; a name that only
+reads as a message-framing header that way (`Content_Length`,
+`Transfer_Encoding`) never crosses, so no server behind the gateway can frame a
+body by a different header than the gateway and aiohttp did. Nothing here
 rejects a request; the caller adds what the gateway itself sends.
 """
 
@@ -35,6 +38,11 @@ HOP_BY_HOP = frozenset(
 # injects the upstream credential itself. Host is upstream's (aiohttp sets it
 # from the URL). Expect is answered by the gateway's own server.
 CLIENT_ONLY = frozenset({"authorization", "cookie", "host", "expect"})
+
+# SECURITY: how a message's body is delimited. The real ones are aiohttp's to
+# read and write; one spelled with `_` is dropped in both directions (a server
+# that reads `_` as `-` would see Content-Length beside Transfer-Encoding).
+FRAMING = frozenset({"content-length", "transfer-encoding"})
 
 # Method-override headers are authorized as the method they name and the
 # request is sent upstream with that method, so the header itself is dropped.
@@ -71,6 +79,8 @@ def _clean(headers: Headers, banned: frozenset[str], *, drop_proxy: bool) -> CIM
         key = name.lower()
         if "_" in key:
             key = key.replace("_", "-")
+            if key in FRAMING:
+                continue
         if key in banned or (drop_proxy and key.startswith("proxy-")):
             continue
         out.add(name, value)

@@ -282,3 +282,42 @@ async def test_expect_100_continue_is_not_answered_for_a_refused_request(proxy: 
     writer.close()
     assert status.startswith(b"HTTP/1.1 401")
     assert proxy.fake.seen == []
+
+
+async def _chunked_post(proxy: Proxy, extra: str) -> bytes:
+    host, port = proxy.url.removeprefix("http://").split(":")
+    auth = proxy.auth["Authorization"]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /fabrikam/_apis/wit/x HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n{extra}\r\n"
+        'd\r\n{"name": "x"}\r\n0\r\n\r\n'.encode()
+    )
+    status = await reader.readline()
+    writer.close()
+    return status
+
+
+async def test_framing_headers_spelled_with_underscores_never_reach_upstream(
+    proxy: Proxy,
+) -> None:
+    """A chunked body with `Content_Length` beside it (a CL.TE pair for a server
+    that reads `_` as `-`): upstream gets the body framed one way only."""
+    extra = "Content_Length: 3\r\nX_HTTP_Method_Override: PATCH\r\n"
+    status = await _chunked_post(proxy, extra)
+    assert status.startswith(b"HTTP/1.1 200"), status
+    [seen] = proxy.fake.seen
+    assert seen.method == "PATCH"  # authorized and sent as the override names
+    assert seen.body_len == 13
+    names = [name.lower() for name, _ in seen.raw_headers]
+    assert [n for n in names if "_" in n] == []
+    assert "content-length" not in names or "transfer-encoding" not in names
+
+
+@pytest.mark.parametrize("extra", ["Transfer_Encoding: identity", "Transfer-Encoding: chunked"])
+async def test_a_second_transfer_encoding_in_any_spelling_is_refused(
+    proxy: Proxy, extra: str
+) -> None:
+    status = await _chunked_post(proxy, extra + "\r\n")
+    assert status.split()[1] == b"400", status  # by the gateway, or aiohttp's parser
+    assert proxy.fake.seen == []

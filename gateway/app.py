@@ -31,6 +31,7 @@ from gateway.clientaddr import IPNetwork, client_address, parse_networks
 from gateway.config.model import Client, Config
 from gateway.errors import Denied, GatewayError
 from gateway.limits import Limiter
+from gateway.listener import ProxyServer
 from gateway.observability import Observability
 from gateway.observability.logs import REQUEST_ID
 from gateway.policy import Policy
@@ -323,5 +324,6 @@ class Gateway:
         return await self.forwarder.forward(request, ctx, rt.forwarding, rt.tokens, client)
 
     def proxy_server(self, **options: Any) -> web.Server:
-        """The proxy's low-level aiohttp server; `options` go to aiohttp's RequestHandler."""
-        return web.Server(self.handle, **options)
+        """The proxy's low-level aiohttp server; `options` go to aiohttp's RequestHandler.
+        A request aiohttp cannot parse is answered by `gateway.listener`."""
+        return ProxyServer(self.handle, **options)

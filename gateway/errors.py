@@ -9,7 +9,8 @@ GatewayError                      any answer the gateway produces instead of ups
 ├── UpstreamError (502)           upstream unreachable, or it rejected our credential
 ├── CredentialUnavailable (503)   no valid upstream token can be had right now
 ├── Overloaded (503)              the gateway sheds load
-└── UpstreamTimeout (504)         upstream did not answer in time
+├── UpstreamTimeout (504)         upstream did not answer in time
+└── InternalError (500)           a fault inside the gateway (logged with the request id)
 
 Every error renders DESIGN's JSON body:
 {"error", "reason", "requiredScopes", "operation", "requestId"} plus "source": "azdo-gateway",
@@ -62,6 +63,7 @@ REASONS = frozenset(
         "upstream_bad_response",
         "credential_unavailable",
         "overloaded",
+        "internal_error",
     }
 )
 
@@ -180,6 +182,13 @@ class Overloaded(GatewayError):
 class UpstreamTimeout(GatewayError):
     status = 504
     default_reason = "upstream_timeout"
+
+
+class InternalError(GatewayError):
+    """A fault inside the gateway: the client learns only that, and the request id."""
+
+    status = 500
+    default_reason = "internal_error"
 
 
 class ConfigError(Exception):

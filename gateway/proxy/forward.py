@@ -29,6 +29,7 @@ from multidict import CIMultiDict
 from gateway.body_select import PREREAD
 from gateway.config.model import BodyClass, Client, Config
 from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError
+from gateway.listener import problem
 from gateway.observability import Observability
 from gateway.proxy import headers as hdrs
 from gateway.proxy import leaks
@@ -109,7 +110,7 @@ class RequestBody:
             try:
                 chunk = await self.request.content.readany()
             except Exception as err:  # the client's side broke, not upstream's
-                raise BodyReadError(str(err) or type(err).__name__) from err
+                raise BodyReadError(problem(err)) from err  # in words: no client bytes
             if not chunk:
                 return
             self.ctx.bytes_in += len(chunk)

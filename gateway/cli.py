@@ -15,6 +15,8 @@ VERBS = {
     "check": "check",
     "keygen": "keygen",
     "explain": "explain",
+    "test": "test",
+    "keys": "keys",
     "report": "report",
     "demo": "demo",
 }

@@ -181,7 +181,7 @@ class EntraAuthenticator:
         if key is None:
             raise _invalid("signed with a key the tenant does not publish")
         claims = self._decode(token, key, signing)
-        identity = self._identity(claims, token)
+        identity = self.identify(claims, token)
         self._cache.put(token, identity, float(claims["exp"]))
         return identity
 
@@ -216,7 +216,9 @@ class EntraAuthenticator:
             raise _invalid("issued by another tenant")
         return claims
 
-    def _identity(self, claims: Mapping[str, Any], token: str) -> ClientIdentity:
+    def identify(self, claims: Mapping[str, Any], token: str = "") -> ClientIdentity:
+        """The client a validated token's claims map to (by oid, then appid, then groups);
+        raises Denied `unknown_client` when none."""
         oid = _str(claims.get("oid"))
         app = _str(claims.get("appid")) or _str(claims.get("azp"))
         client = None

@@ -23,7 +23,7 @@ from gateway.config.model import (
     PatCredential,
     WorkloadIdentityCredential,
 )
-from gateway.config.problems import WARNINGS
+from gateway.config.problems import WARNINGS, Severity
 from gateway.config.sources import PathKey, Problem
 
 ENTRA_CREDENTIALS = (
@@ -406,9 +406,15 @@ def validate_limits(config: Config) -> list[Problem]:
 
 
 def validate_secrets(
-    config: Config, from_env: Mapping[tuple[str, PathKey], tuple[str, ...]]
+    config: Config,
+    from_env: Mapping[tuple[str, PathKey], tuple[str, ...]],
+    *,
+    offline: bool = False,
 ) -> list[Problem]:
-    """Warn about empty secrets, and secrets written into the file instead of ${ENV}."""
+    """Warn about empty secrets, and secrets written into the file instead of ${ENV}.
+
+    `offline`: an empty secret that came from the environment is a note (where
+    the gateway runs, the variable is set)."""
     out = []
     src = config.sources
     for name, cred in config.gateway.credentials.items():
@@ -422,7 +428,8 @@ def validate_secrets(
                 names = from_env.get((src.gateway_file, path))
                 if names:
                     message += f" (is {' or '.join(names)} set?)"
-                out.append(src.warning(path, message, "empty_secret"))
+                severity: Severity = "note" if offline and names else "warning"
+                out.append(src.problem(path, message, code="empty_secret", severity=severity))
             elif (src.gateway_file, path) not in from_env:
                 alt = f" or {key}_file" if key != "certificate_password" else ""
                 message = f"secret written inline: use ${{ENV}}{alt}"
@@ -449,5 +456,5 @@ def validate_all(
         validate_limits,
     ):
         problems.extend(check(config))
-    problems.extend(validate_secrets(config, from_env or {}))
+    problems.extend(validate_secrets(config, from_env or {}, offline=offline))
     return problems

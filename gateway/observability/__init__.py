@@ -14,6 +14,7 @@ import time
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from gateway.authn.api_key import expiry_epoch
 from gateway.config.model import Config
 from gateway.observability.audit import AuditLog, record
 from gateway.observability.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -32,6 +33,12 @@ class Observability:
         """Adopt a (re)loaded configuration: label sets and the audit destination."""
         self.metrics.known(
             clients=(c.name for c in config.clients), credentials=config.gateway.credentials
+        )
+        self.metrics.key_expiries(
+            (client.name, key.id, at)
+            for client in config.clients
+            for key in client.api_keys
+            if (at := expiry_epoch(key.expires)) is not None
         )
         if (config.gateway.audit.file or None) != self.audit.destination:
             old, self.audit = self.audit, AuditLog(config.gateway.audit.file)

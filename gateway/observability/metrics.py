@@ -176,6 +176,7 @@ class Metrics:
             ("reason",),
             registry=r,
         )
+        self._key_expiry: dict[tuple[str, str], float] = {}  # (client, key id) -> epoch
         self.registry.register(_ExpiryCollector(self))
 
     # --- label bounding --------------------------------------------------
@@ -273,6 +274,11 @@ class Metrics:
         if expires_at is not None:
             self._token_expiry_ts.labels(self.credential(credential)).set(expires_at)
 
+    def key_expiries(self, keys: Iterable[tuple[str, str, float]]) -> None:
+        """The configured keys that expire: (client, key id, epoch seconds); on start and
+        reload. Keys without an expiry have no series."""
+        self._key_expiry = {(client, key_id): at for client, key_id, at in keys}
+
     def throttled(self, credential: str | None, client: str | None) -> None:
         self.upstream_throttled.labels(self.credential(credential), self.client(client)).inc()
 
@@ -300,7 +306,7 @@ class Metrics:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
         collector = MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
-        merged.register(_Merged(collector))
+        merged.register(_Merged(collector, self))
         return generate_latest(merged)
 
 
@@ -316,6 +322,18 @@ def _expiry_family(timestamps: Iterable[Metric], now: float) -> GaugeMetricFamil
     return family
 
 
+def _key_expiry_family(keys: dict[tuple[str, str], float], now: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "azdo_gateway_key_expiry_seconds",
+        "Seconds until a client's gateway key expires (negative: expired); keys with an "
+        "`expires` only.",
+        labels=("client", "key_id"),
+    )
+    for (client, key_id), at in sorted(keys.items()):
+        family.add_metric([client, key_id], at - now)
+    return family
+
+
 class _ExpiryCollector(Collector):
     """Derives seconds-to-expiry at scrape time from the stored expiry timestamps."""
 
@@ -323,14 +341,17 @@ class _ExpiryCollector(Collector):
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        yield _expiry_family(self._metrics._token_expiry_ts.collect(), time.time())
+        now = time.time()
+        yield _expiry_family(self._metrics._token_expiry_ts.collect(), now)
+        yield _key_expiry_family(self._metrics._key_expiry, now)
 
 
 class _Merged(Collector):
-    """All workers' values, plus the derived seconds-to-expiry gauge."""
+    """All workers' values, plus the derived seconds-to-expiry gauges."""
 
-    def __init__(self, source: MultiProcessCollector) -> None:
+    def __init__(self, source: MultiProcessCollector, metrics: Metrics) -> None:
         self._source = source
+        self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
         expiry: list[Metric] = []
@@ -338,4 +359,6 @@ class _Merged(Collector):
             if metric.name == "azdo_gateway_token_expiry_timestamp_seconds":
                 expiry.append(metric)
             yield metric
-        yield _expiry_family(expiry, time.time())
+        now = time.time()
+        yield _expiry_family(expiry, now)
+        yield _key_expiry_family(self._metrics._key_expiry, now)

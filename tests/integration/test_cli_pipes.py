@@ -81,6 +81,10 @@ ONE_SHOT = {
     "report": ["report", "-c", "gateway.yaml", "--audit", "{audit}"],
     "report --json": ["report", "-c", "gateway.yaml", "--audit", "{audit}", "--json"],
     "demo --help": ["demo", "--help"],
+    "test": ["test", "-c", "gateway.yaml", "policies/tests/example.yaml"],
+    "test --json": ["test", "--json", "-c", "gateway.yaml", "policies/tests/example.yaml"],
+    "keys": ["keys", "-c", "gateway.yaml"],
+    "keys --json": ["keys", "--json", "-c", "gateway.yaml"],
 }
 LONG_RUNNING = {"run", "demo"}  # tested below, as processes that keep running
 

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -345,8 +346,19 @@ class Client(Model):
     acknowledge: tuple[str, ...] = ()  # warning codes that are a deliberate choice here
 
 
+_ONE_OR_MANY_METHODS = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "null"},
+    ],
+    "default": None,
+}
+
+
 class RouteMatch(Model):
-    method: tuple[str, ...] | None = None  # upper case; None: any method; YAML may give one string
+    # upper case; None: any method; YAML may give one string
+    method: Annotated[tuple[str, ...] | None, WithJsonSchema(_ONE_OR_MANY_METHODS)] = None
     path: str  # template: {param} is one segment, ** is any number of segments
     host: str = "main"
 

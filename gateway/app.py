@@ -134,7 +134,6 @@ class Gateway:
     def swap(self, runtime: Runtime) -> Runtime:
         """Install a new Runtime; return the old one (the caller closes it later)."""
         old, self.runtime = self.runtime, runtime
-        self.forwarder.set_timeouts(runtime.forwarding)
         return old
 
     async def retire(self, old: Runtime, grace_s: float) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -104,11 +105,36 @@ def _base_url(url: str) -> str:
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
 
 
+def _proxy_url(url: SecretStr | None) -> SecretStr | None:
+    # SECURITY: the URL may carry the proxy's credentials; no message repeats it.
+    if url is None:
+        return None
+    parsed = urlsplit(url.get_secret_value())
+    try:
+        parsed.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parsed = urlsplit("")
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or parsed.path not in ("", "/")
+    ):
+        raise ValueError(
+            "expected an http(s) proxy URL such as http://proxy.example.com:3128 "
+            "(user:password@ allowed)"
+        )
+    return url
+
+
 class Upstream(Model):
     hosts: dict[str, BaseUrl] = Field(default_factory=lambda: dict(DEFAULT_HOSTS))
     connect_timeout_s: float = Field(10, gt=0)
     read_timeout_s: float = Field(300, gt=0)
     ca_file: str | None = None
+    max_connections: int = Field(1024, gt=0)  # open upstream connections per worker
+    max_connections_per_host: int = Field(512, gt=0)  # ... to one host of `hosts`
+    proxy: Annotated[SecretStr | None, AfterValidator(_proxy_url)] = None
+    trust_env: bool = False  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment
 
     @field_validator("hosts")
     @classmethod
@@ -116,6 +142,32 @@ class Upstream(Model):
         if "main" not in hosts:
             raise ValueError("missing required key 'main' (the host the gateway's root maps to)")
         return hosts
+
+    @model_validator(mode="after")
+    def _one_proxy_source(self) -> Upstream:
+        if self.proxy is not None and self.trust_env:
+            raise ValueError("set either proxy or trust_env, not both")
+        return self
+
+    def proxy_for(self, url: str) -> str | None:
+        """The egress proxy that requests to `url` go through; None: direct.
+
+        `proxy` when set; with `trust_env`, the environment's proxy for the
+        URL's scheme (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, lower case
+        too) unless `NO_PROXY` names its host. Used for Azure DevOps and for
+        the identity provider alike.
+        """
+        if self.proxy is not None:
+            return self.proxy.get_secret_value()
+        if not self.trust_env:
+            return None
+        parts = urlsplit(url)
+        proxies = urllib.request.getproxies_environment()
+        chosen = proxies.get(parts.scheme) or proxies.get("all")
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+        if not chosen or bypass(parts.netloc, proxies):
+            return None
+        return chosen
 
 
 class Identity(Model):

@@ -7,15 +7,21 @@ backpressure and are never held whole in memory, except JSON bodies the
 rewriter asks for, up to `limits.rewrite_max_bytes`. Request bodies are capped
 per route class (`gateway.proxy.bodylimits`).
 
+The HTTP client is the worker's one aiohttp `ClientSession`
+(`gateway.proxy.upstream`). Upstream's final status line and headers must
+come within `read_timeout_s` of the request having been sent: interim
+answers (`100 Continue`, `103`) dripping in do not extend that wait.
+
 Raises (before anything was sent to the client): PayloadTooLarge (413),
 UpstreamError (502: unreachable, bad response, our credential rejected),
 UpstreamTimeout (504). Once the response has started, an upstream failure
 aborts the client connection instead: a half-sent body never gets an error
-appended to it.
+appended to it, and never ends like a whole one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import re
 import time
@@ -23,8 +29,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from gateway.body_select import PREREAD
 from gateway.config.model import BodyClass, Client, Config
@@ -34,8 +42,7 @@ from gateway.observability import Observability
 from gateway.proxy import headers as hdrs
 from gateway.proxy import leaks
 from gateway.proxy.bodylimits import body_class, effective_limits, too_large
-from gateway.proxy.client import Origin, UpstreamFailure, UpstreamPool, UpstreamResponse
-from gateway.proxy.upstream import BodyReadError, tls_context, translate
+from gateway.proxy.upstream import BodyReadError, open_session, timeouts, translate
 from gateway.tokens import TokenBroker
 from gateway.types import RequestContext, UpstreamToken
 
@@ -94,6 +101,7 @@ class RequestBody:
     ) -> None:
         self.request, self.ctx, self.limit, self.kind = request, ctx, limit, kind
         self.started = False
+        self.on_end: Callable[[], None] | None = None  # called once the whole body was read
         # the whole body, when an earlier stage read it to authorize it (gateway.body_select)
         self.preread = request.get(PREREAD)
 
@@ -105,6 +113,8 @@ class RequestBody:
                 raise PayloadTooLarge(too_large(self.limit, self.kind))
             if self.preread:
                 yield self.preread
+            if self.on_end is not None:
+                self.on_end()
             return
         while True:
             try:
@@ -112,6 +122,8 @@ class RequestBody:
             except Exception as err:  # the client's side broke, not upstream's
                 raise BodyReadError(problem(err)) from err  # in words: no client bytes
             if not chunk:
+                if self.on_end is not None:
+                    self.on_end()
                 return
             self.ctx.bytes_in += len(chunk)
             if self.limit is not None and self.ctx.bytes_in > self.limit:
@@ -128,57 +140,90 @@ class Forwarding:
     and a host the reload removes stays reachable for the requests already on it.
     """
 
-    origins: Mapping[str, Origin]  # upstream.hosts, parsed
+    origins: Mapping[str, str]  # upstream.hosts: name -> base URL
+    proxies: Mapping[str, str | None]  # name -> its egress proxy (None: direct)
     body_limits: Mapping[BodyClass, int | None]  # per route class, max_body_bytes applied
     rewrite_max_bytes: int
     rewriter: Rewriter | None
-    connect_timeout_s: float | None
-    read_timeout_s: float | None
+    timeout: aiohttp.ClientTimeout  # connect_timeout_s, read_timeout_s
 
     @classmethod
     def from_config(cls, config: Config) -> Forwarding:
         limits, upstream = config.gateway.limits, config.gateway.upstream
         return cls(
-            origins={name: Origin.parse(url) for name, url in upstream.hosts.items()},
+            origins=dict(upstream.hosts),
+            proxies={name: upstream.proxy_for(url) for name, url in upstream.hosts.items()},
             body_limits=effective_limits(limits),
             rewrite_max_bytes=limits.rewrite_max_bytes,
             rewriter=load_rewriter(config),
-            connect_timeout_s=upstream.connect_timeout_s,
-            read_timeout_s=upstream.read_timeout_s,
+            timeout=timeouts(upstream),
         )
+
+    def url(self, ctx: RequestContext) -> URL:
+        """Where `ctx`'s request goes: its host's base URL + the canonical path and query."""
+        target = self.origins[ctx.host] + ctx.path + ("?" + ctx.query if ctx.query else "")
+        return URL(target, encoded=True)
 
 
 class Forwarder:
-    """The process's pool of keep-alive upstream connections, shared by all requests.
+    """The process's aiohttp ClientSession (its connection pool), shared by all requests.
 
     It holds no configuration of its own: every request brings the `Forwarding`
-    of its Runtime. (`upstream.ca_file` is read once, when the pool starts.)
+    of its Runtime (timeouts and egress proxy included). `upstream.ca_file` and
+    the connection limits are read once, when the session starts.
     """
 
     def __init__(self, config: Config, observability: Observability) -> None:
         self.upstream = config.gateway.upstream
-        self.observability = observability  # process-wide, as the pool is
-        self.pool: UpstreamPool | None = None
+        self.observability = observability  # process-wide, as the session is
+        self.session: aiohttp.ClientSession | None = None
         self._forms: dict[str, tuple[bytes, ...]] = {}
 
-    def set_timeouts(self, forwarding: Forwarding) -> None:
-        """The pool's timeouts for the next requests (the pool takes them per pool)."""
-        if self.pool is not None:
-            self.pool.connect_timeout = forwarding.connect_timeout_s
-            self.pool.read_timeout = forwarding.read_timeout_s
-
     async def start(self) -> None:
-        upstream = self.upstream
-        self.pool = UpstreamPool(
-            ssl_context=tls_context(upstream.ca_file),
-            connect_timeout=upstream.connect_timeout_s,
-            read_timeout=upstream.read_timeout_s,
-        )
+        self.session = open_session(self.upstream)
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-            self.pool = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def _send(
+        self,
+        fw: Forwarding,
+        ctx: RequestContext,
+        method: str,
+        headers: CIMultiDict[str],
+        body: RequestBody | None,
+    ) -> aiohttp.ClientResponse:
+        """Send the request; return once upstream's final status line and headers are in."""
+        session = self.session
+        assert session is not None, "Forwarder.start() was not awaited"
+        read_timeout = fw.timeout.sock_read
+        loop = asyncio.get_running_loop()
+        answered = False
+        async with asyncio.timeout(None) as deadline:
+            if read_timeout is not None:
+
+                def sent() -> None:
+                    if not answered:
+                        deadline.reschedule(loop.time() + read_timeout)
+
+                if body is None:
+                    sent()
+                else:
+                    body.on_end = sent
+            try:
+                return await session.request(
+                    method,
+                    fw.url(ctx),
+                    headers=headers,
+                    data=body.chunks() if body is not None else None,
+                    allow_redirects=False,
+                    timeout=fw.timeout,
+                    proxy=fw.proxies[ctx.host],
+                )
+            finally:
+                answered = True
 
     async def forward(
         self,
@@ -188,8 +233,6 @@ class Forwarder:
         tokens: TokenBroker,
         client: Client,
     ) -> web.StreamResponse:
-        pool = self.pool
-        assert pool is not None, "Forwarder.start() was not awaited"
         assert ctx.identity is not None
         method = ctx.effective_method or ctx.method
         kind = body_class(ctx.match)
@@ -210,21 +253,13 @@ class Forwarder:
             # Authenticated, authorized and within the size limit: now the client
             # may send the body it held back (a denied one never has to).
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        origin = fw.origins[ctx.host]
-        target = origin.prefix + ctx.path + ("?" + ctx.query if ctx.query else "")
         for attempt in (1, 2):
             token = await tokens.acquire(ctx.identity, client)
             ctx.credential = token.credential
             base["Authorization"] = token.header_value  # a retry replaces it
             started = time.perf_counter()
             try:
-                up = await pool.request(
-                    origin,
-                    method,
-                    target,
-                    base.items(),
-                    body.chunks() if body is not None else None,
-                )
+                up = await self._send(fw, ctx, method, base, body)
                 try:
                     ctx.upstream_status = up.status
                     ctx.activity_id = up.headers.get("ActivityId")
@@ -239,7 +274,7 @@ class Forwarder:
                     )
                 finally:
                     up.release()
-            except (UpstreamFailure, TimeoutError, BodyReadError) as err:
+            except (aiohttp.ClientError, TimeoutError, BodyReadError) as err:
                 # Before anything was sent to the client (relay handles the rest).
                 raise translate(err, ctx.host) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -256,22 +291,20 @@ class Forwarder:
         """The gateway's own GET of `ctx.host`/`ctx.path` with the client's upstream
         credential (a project lookup): the body of a 200 answer of at most
         `max_bytes`, else None. Fills `ctx`'s upstream fields for its audit line."""
-        pool = self.pool
-        assert pool is not None, "Forwarder.start() was not awaited"
         assert ctx.identity is not None
-        origin = fw.origins[ctx.host]
-        target = origin.prefix + ctx.path + ("?" + ctx.query if ctx.query else "")
         token = await tokens.acquire(ctx.identity, client)
         ctx.credential = token.credential
-        headers = {
-            "Accept": "application/json",
-            "Authorization": token.header_value,
-            "X-Request-ID": ctx.request_id,
-            FEDAUTH[0]: FEDAUTH[1],
-        }
+        headers = CIMultiDict(
+            {
+                "Accept": "application/json",
+                "Authorization": token.header_value,
+                "X-Request-ID": ctx.request_id,
+                FEDAUTH[0]: FEDAUTH[1],
+            }
+        )
         started = time.perf_counter()
         try:
-            up = await pool.request(origin, "GET", target, headers.items())
+            up = await self._send(fw, ctx, "GET", headers, None)
             try:
                 ctx.upstream_status = ctx.status = up.status
                 ctx.activity_id = up.headers.get("ActivityId")
@@ -280,7 +313,7 @@ class Forwarder:
                 if up.status != 200 or (up.content_length or 0) > max_bytes:
                     return None
                 chunks: list[bytes] = []
-                async for chunk in up.chunks():
+                async for chunk in up.content.iter_any():
                     chunks.append(chunk)
                     ctx.bytes_out += len(chunk)
                     if ctx.bytes_out > max_bytes:
@@ -289,7 +322,7 @@ class Forwarder:
             finally:
                 up.release()
                 ctx.upstream_seconds = time.perf_counter() - started
-        except (UpstreamFailure, TimeoutError) as err:
+        except (aiohttp.ClientError, TimeoutError) as err:
             ctx.error_reason = translate(err, ctx.host).reason
             return None
 
@@ -307,7 +340,7 @@ class Forwarder:
         request: web.BaseRequest,
         ctx: RequestContext,
         fw: Forwarding,
-        up: UpstreamResponse,
+        up: aiohttp.ClientResponse,
         started: float,
         *,
         secrets: tuple[bytes, ...] = (),
@@ -323,8 +356,8 @@ class Forwarder:
         )
         if rewritable:
             body, prefix = await self._buffer(up, fw.rewrite_max_bytes)
-        elif with_body:
-            body = up.body_if_whole()  # small answers often arrive with their headers
+        elif with_body and up.content.is_eof():
+            body = await up.read()  # a small answer often arrives whole with its headers
         headers = hdrs.to_client(up.headers, body_rewritten=body is not None)
         has_location = any(h in headers for h in LOCATIONS)
         if rewriter is not None and (rewritable or has_location):
@@ -356,35 +389,36 @@ class Forwarder:
         await response.prepare(request)
         try:
             for chunk in prefix:
-                await self._send(response, ctx, chunk)
-            async for chunk in up.chunks():
-                await self._send(response, ctx, chunk)
+                await self._write(response, ctx, chunk)
+            if with_body:
+                async for chunk in up.content.iter_any():
+                    await self._write(response, ctx, chunk)
             ctx.upstream_seconds = time.perf_counter() - started
         except ConnectionResetError:  # the client went away
             return response
-        except (UpstreamFailure, TimeoutError) as err:
+        except (aiohttp.ClientError, TimeoutError) as err:
             # Upstream broke mid-body. The status line is already out, so the
             # only honest signal left is to cut the connection: a client never
             # mistakes a truncated body for a whole one.
             ctx.error_reason = (
                 "upstream_timeout" if isinstance(err, TimeoutError) else ("upstream_bad_response")
             )
+            up.close()
             request.protocol.force_close()
+            if request.transport is not None:
+                request.transport.abort()
             return response
         await response.write_eof()
         return response
 
     @staticmethod
-    async def _buffer(up: UpstreamResponse, cap: int) -> tuple[bytes | None, list[bytes]]:
+    async def _buffer(up: aiohttp.ClientResponse, cap: int) -> tuple[bytes | None, list[bytes]]:
         """Read a body the rewriter wants, up to the cap; past it, hand back the prefix."""
         if up.content_length is not None and up.content_length > cap:
             return None, []
-        whole = up.body_if_whole()  # a small answer often comes in one piece with its headers
-        if whole is not None:
-            return (whole, []) if len(whole) <= cap else (None, [whole])
         chunks: list[bytes] = []
         size = 0
-        async for chunk in up.chunks():
+        async for chunk in up.content.iter_any():
             chunks.append(chunk)
             size += len(chunk)
             if size > cap:
@@ -392,7 +426,7 @@ class Forwarder:
         return b"".join(chunks), []
 
     @staticmethod
-    async def _send(response: web.StreamResponse, ctx: RequestContext, chunk: bytes) -> None:
+    async def _write(response: web.StreamResponse, ctx: RequestContext, chunk: bytes) -> None:
         await response.write(chunk)
         ctx.bytes_out += len(chunk)
 

@@ -87,7 +87,7 @@ class TokenBroker:
                 except TokenAcquisitionError as err:
                     self._pat_errors[name] = err
                 continue
-            provider = provider_for(name, cred, gw.identity)
+            provider = provider_for(name, cred, gw.identity, gw.upstream)
             self._providers[name] = provider
             if isinstance(cred, OnBehalfOfCredential):
                 self._obo[name] = LRUCache(maxsize=obo_users)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msal
 
-from gateway.config.model import Identity, ManagedIdentityCredential
+from gateway.config.model import Identity, ManagedIdentityCredential, Upstream
 from gateway.tokens.base import AZURE_DEVOPS_RESOURCE, IssuedToken
 from gateway.tokens.msal_common import (
     MsalProvider,
@@ -34,14 +34,20 @@ def _identity(config: ManagedIdentityCredential) -> msal.ManagedIdentity:
 
 
 class ManagedIdentityProvider(MsalProvider[ManagedIdentityCredential]):
-    def __init__(self, name: str, config: ManagedIdentityCredential, identity: Identity) -> None:
-        super().__init__(name, config, identity)
+    def __init__(
+        self,
+        name: str,
+        config: ManagedIdentityCredential,
+        identity: Identity,
+        egress: Upstream | None = None,
+    ) -> None:
+        super().__init__(name, config, identity, egress)
         self._client: msal.ManagedIdentityClient | None = None
 
     def _mi_client(self) -> msal.ManagedIdentityClient:
         with self._lock:
             if self._client is None:
-                self._session = session_for(self._trust_store(), None)
+                self._session = session_for(self._trust_store(), None, self.egress)
                 self._client = msal.ManagedIdentityClient(
                     _identity(self.config),
                     http_client=self._session,

@@ -6,8 +6,9 @@ The session pins trust to `identity.ca_file` (added to the default bundle).
 # SECURITY: `requests` lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a
 # session's `verify` when `trust_env` is on (Session.merge_environment_settings
 # gives the per-request environment value precedence), and reads ~/.netrc for
-# credentials. The session therefore runs with `trust_env=False`; proxies from
-# the environment are applied explicitly, for the authority host only.
+# credentials. The session therefore runs with `trust_env=False`; its proxy is
+# the gateway's egress proxy (`upstream.proxy`, or the environment's with
+# `upstream.trust_env`), for the authority host only.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import msal
 import requests
 import requests.adapters
-import requests.utils
 
-from gateway.config.model import Identity
+from gateway.config.model import Identity, Upstream
 from gateway.tokens.base import IssuedToken, TokenAcquisitionError, redact
 
 CONNECT_TIMEOUT_S = 10.0
@@ -111,11 +111,11 @@ class TrustStore:
             self._tmp = None
 
 
-def session_for(trust: TrustStore, url: str | None) -> IdentitySession:
-    """A session that reaches `url` (through the environment's proxy for it, if any);
-    `url=None`: a local endpoint (managed identity), never proxied."""
-    proxies = requests.utils.get_environ_proxies(url) if url else {}
-    return IdentitySession(trust.verify, proxies)
+def session_for(trust: TrustStore, url: str | None, egress: Upstream) -> IdentitySession:
+    """A session that reaches `url` (through the egress proxy `egress.proxy_for(url)`,
+    if any); `url=None`: a local endpoint (managed identity), never proxied."""
+    proxy = egress.proxy_for(url) if url else None
+    return IdentitySession(trust.verify, {"http": proxy, "https": proxy} if proxy else {})
 
 
 class _Credential(Protocol):
@@ -136,11 +136,14 @@ class MsalProvider(Generic[CredentialT]):
 
     close_wait_s = 5.0
 
-    def __init__(self, name: str, config: CredentialT, identity: Identity) -> None:
+    def __init__(
+        self, name: str, config: CredentialT, identity: Identity, egress: Upstream | None = None
+    ) -> None:
         self.name = name
         self.kind: str = config.type
         self.config = config
         self.identity = identity
+        self.egress = egress or Upstream()  # whose proxy the identity provider is reached by
         self._trust: TrustStore | None = None
         self._session: IdentitySession | None = None
         self._lock = threading.Lock()

@@ -31,6 +31,7 @@ from gateway.config.model import (
     ClientSecretCredential,
     Identity,
     OnBehalfOfCredential,
+    Upstream,
     WorkloadIdentityCredential,
 )
 from gateway.tokens.base import IssuedToken, TokenAcquisitionError
@@ -135,8 +136,10 @@ class CertificateAssertion:
 class ConfidentialCredential(MsalProvider[AppCredential]):
     """A confidential client (service principal) for one `credentials` entry."""
 
-    def __init__(self, name: str, config: AppCredential, identity: Identity) -> None:
-        super().__init__(name, config, identity)
+    def __init__(
+        self, name: str, config: AppCredential, identity: Identity, egress: Upstream | None = None
+    ) -> None:
+        super().__init__(name, config, identity, egress)
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_stamp: object = None
         self._secrets: tuple[str | None, ...] = ()
@@ -200,7 +203,7 @@ class ConfidentialCredential(MsalProvider[AppCredential]):
                 client_credential=credential,
                 authority=authority,
                 instance_discovery=False,
-                http_client=(session := session_for(trust, authority)),
+                http_client=(session := session_for(trust, authority, self.egress)),
                 token_cache=NoTokenCache(),
                 http_cache=NoHttpCache(),
                 azure_region=False,

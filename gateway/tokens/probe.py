@@ -56,7 +56,7 @@ def _probe_entra(config: Config, name: str, cred: EntraCredential) -> str:
     if isinstance(cred, OnBehalfOfCredential):
         provider = ConfidentialCredential(name, cred, config.gateway.identity)
     else:
-        provider = provider_for(name, cred, config.gateway.identity)  # type: ignore[assignment]
+        provider = provider_for(name, cred, config.gateway.identity, config.gateway.upstream)  # type: ignore[assignment]
     try:
         token = provider.acquire((AZURE_DEVOPS_DEFAULT_SCOPE,))
     finally:

@@ -8,6 +8,7 @@ from gateway.config.model import (
     Identity,
     ManagedIdentityCredential,
     OnBehalfOfCredential,
+    Upstream,
     WorkloadIdentityCredential,
 )
 from gateway.tokens.base import CredentialProvider
@@ -24,10 +25,13 @@ EntraCredential = (
 )
 
 
-def provider_for(name: str, config: EntraCredential, identity: Identity) -> CredentialProvider:
-    """A provider for one `credentials` entry (no I/O happens until it acquires)."""
+def provider_for(
+    name: str, config: EntraCredential, identity: Identity, egress: Upstream | None = None
+) -> CredentialProvider:
+    """A provider for one `credentials` entry (no I/O happens until it acquires);
+    `egress`: the `upstream` settings whose proxy reaches the identity provider."""
     if isinstance(config, ManagedIdentityCredential):
-        return ManagedIdentityProvider(name, config, identity)
+        return ManagedIdentityProvider(name, config, identity, egress)
     if isinstance(config, OnBehalfOfCredential):
-        return OnBehalfOfProvider(name, config, identity)
-    return ConfidentialCredential(name, config, identity)
+        return OnBehalfOfProvider(name, config, identity, egress)
+    return ConfidentialCredential(name, config, identity, egress)

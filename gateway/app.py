@@ -37,6 +37,8 @@ from gateway.observability.logs import REQUEST_ID
 from gateway.policy import Policy
 from gateway.projects import MAX_ANSWER_BYTES, ProjectNames, lookup_path, parse_project
 from gateway.proxy import Forwarder, Forwarding
+from gateway.shared_limits import SharedLimits
+from gateway.state import RedisStore, StateUnavailable, open_store
 from gateway.tokens import TokenBroker
 from gateway.types import RequestContext
 
@@ -117,19 +119,48 @@ class Gateway:
         self.forwarder = Forwarder(runtime.config, self.observability)
         self.limits = Limiter()
         self.projects = ProjectNames()
+        # The shared state backend (None: memory), for the process's whole life: a
+        # reload that changes `state` takes effect on restart.
+        self.state: RedisStore | None = open_store(
+            runtime.config.gateway.state, self.observability.metrics
+        )
+        if self.state is not None:
+            read_timeout = runtime.config.gateway.upstream.read_timeout_s
+            self.limits.shared = SharedLimits(
+                self.state, self.limits, lease_s=max(600.0, 2 * read_timeout)
+            )
         self._users: dict[int, int] = {}  # id(Runtime) -> requests pinned to it
         self._idle: dict[int, asyncio.Event] = {}
 
     async def start(self) -> None:
         await self.forwarder.start()
         self.runtime.tokens.metrics = self.observability.metrics
+        if self.state is not None:
+            try:
+                log.info("state backend redis: %s", await self.state.probe())
+            except StateUnavailable as err:
+                log.warning(
+                    "state backend redis unavailable at start (%s): serving with this "
+                    "process's own state until it answers",
+                    err.detail,
+                )
+        self.runtime.authn.share(self.state)
+        self.runtime.tokens.share(self.state)
         await self.runtime.tokens.start()
 
     async def close(self) -> None:
         await self.runtime.tokens.close()
         await self.runtime.authn.close()
         await self.forwarder.close()
+        if self.state is not None:
+            await self.state.close()
         self.observability.close()
+
+    def state_status(self) -> dict[str, object]:
+        """What /readyz reports about the state backend."""
+        if self.state is None:
+            return {"backend": "memory", "ok": True, "detail": "this process only"}
+        return self.state.status()
 
     def swap(self, runtime: Runtime) -> Runtime:
         """Install a new Runtime; return the old one (the caller closes it later)."""

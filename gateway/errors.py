@@ -9,6 +9,7 @@ GatewayError                      any answer the gateway produces instead of ups
 ├── UpstreamError (502)           upstream unreachable, or it rejected our credential
 ├── CredentialUnavailable (503)   no valid upstream token can be had right now
 ├── Overloaded (503)              the gateway sheds load
+├── StateUnavailableError (503) shared state (Redis) down and state.on_error: closed
 ├── UpstreamTimeout (504)         upstream did not answer in time
 └── InternalError (500)           a fault inside the gateway (logged with the request id)
 
@@ -64,6 +65,7 @@ REASONS = frozenset(
         "credential_unavailable",
         "overloaded",
         "internal_error",
+        "state_unavailable",
     }
 )
 
@@ -177,6 +179,15 @@ class CredentialUnavailable(GatewayError):
 class Overloaded(GatewayError):
     status = 503
     default_reason = "overloaded"
+
+
+class StateUnavailableError(GatewayError):
+    status = 503
+    default_reason = "state_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 1, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self._retry_after(retry_after)
 
 
 class UpstreamTimeout(GatewayError):

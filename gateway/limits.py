@@ -21,7 +21,10 @@ credential nears its limit (under a quarter left, or upstream delaying),
 `pace()` delays the clients using more than their fair share, heaviest
 longest, so that one noisy tool cannot get everyone throttled.
 
-Counters are per process (per worker, per replica); see docs/operations.md.
+Counters are per process (per worker, per replica) with `state.backend:
+memory`; with `redis`, `shared` (gateway.shared_limits) keeps the client
+buckets and concurrency and the upstream figures for the whole fleet. See
+docs/operations.md.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from gateway.types import RequestContext
 
 if TYPE_CHECKING:
     from gateway.observability.metrics import Metrics
+    from gateway.shared_limits import SharedLimits
 
 Clock = Callable[[], float]
 
@@ -110,6 +114,7 @@ class Limiter:
         self._buckets: dict[str, _Bucket] = {}
         self._concurrent: dict[str, int] = {}
         self._credentials: dict[str, _Credential] = {}
+        self.shared: SharedLimits | None = None  # fleet-wide limits (state.backend: redis)
 
     # --- overload --------------------------------------------------------
 
@@ -280,7 +285,13 @@ class Limiter:
         """Run `call` (the rest of the pipeline) within the client's limits and
         learn from the upstream answer."""
         credential = client.credential
-        self.admit(client)
+        shared = self.shared
+        ticket = None
+        if shared is None:
+            self.admit(client)
+        else:
+            ticket = await shared.admit(client)
+            shared.sync(credential)
         try:
             # (delay_for first: pace() is a coroutine, and is seldom needed)
             if self.delay_for(credential, client.name) > 0:
@@ -288,7 +299,10 @@ class Limiter:
                     metrics.pressure_delay(credential, client.name)
             response = await call()
         finally:
-            self.release(client)
+            if shared is None:
+                self.release(client)
+            elif ticket is not None:
+                shared.release(client, ticket)
         if ctx.upstream_status is not None:
             headers = response.headers  # case-insensitive; most answers have none of these
             seen = {
@@ -300,4 +314,6 @@ class Limiter:
             cred = self._credentials[credential]
             if cred.limit is not None and cred.remaining is not None and seen:
                 metrics.upstream_rate_limit(credential, cred.remaining, cred.limit)
+            if shared is not None and seen:
+                shared.publish(credential)
         return response

@@ -109,6 +109,8 @@ class Reloader:
             )
             for warning in config.warnings:
                 log.warning("configuration: %s", warning)
+            if config.gateway.state != old.config.gateway.state:
+                log.warning("configuration: the state section changed: it applies on restart")
             return True
 
     def _refuse(self, why: str, reason: str) -> bool:

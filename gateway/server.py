@@ -6,7 +6,8 @@ certificates signed by `client_ca_file`) and the admin endpoints on `admin`:
 
     /healthz   200 while the process serves
     /readyz    200 when the upstream credentials are usable, 503 (with why) otherwise
-               and while shutting down
+               and while shutting down; `state` reports the state backend (a Redis
+               that is down makes it 503 only with state.on_error: closed)
     /metrics   Prometheus text (the observability stage's view)
 
 SIGTERM or SIGINT: stop accepting, close idle keep-alive connections, let
@@ -52,7 +53,11 @@ def admin_app(gateway: Gateway, draining: asyncio.Event | None = None) -> web.Ap
         if request.app[DRAINING].is_set():
             return web.json_response({"ready": False, "detail": "shutting down"}, status=503)
         ok, why = gateway.runtime.tokens.ready()
-        return web.json_response({"ready": ok, "detail": why}, status=200 if ok else 503)
+        state = gateway.state_status()
+        if not state["ok"] and gateway.runtime.config.gateway.state.on_error == "closed":
+            ok, why = False, f"state backend unavailable: {state['detail']}"
+        body = {"ready": ok, "detail": why, "state": state}
+        return web.json_response(body, status=200 if ok else 503)
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

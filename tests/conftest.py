@@ -61,3 +61,20 @@ async def make_gateway(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
     yield make
     for gw in started:
         await gw.close()
+
+
+@pytest.fixture
+async def make_redis(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
+    """`await make_redis(tcp=False)`: a real redis-server of its own (tests/redisd.py)."""
+    from tests.redisd import RedisServer, start_redis
+
+    started: list[RedisServer] = []
+
+    async def make(*, tcp: bool = False) -> RedisServer:
+        server = await start_redis(tmp_path / f"redis{len(started)}", tcp=tcp)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        await server.close()

@@ -27,9 +27,11 @@ from gateway.authn.api_key import ApiKeyAuthenticator
 from gateway.authn.base import Authenticator, Presented, presented_credential
 from gateway.authn.certificate import CertificateAuthenticator
 from gateway.authn.entra import EntraAuthenticator
+from gateway.authn.shared_throttle import SharedThrottle
 from gateway.authn.throttle import FailureThrottle
 from gateway.config.model import Config
 from gateway.errors import Denied, Unauthenticated
+from gateway.state import RedisStore
 from gateway.types import ClientIdentity, RequestContext
 
 __all__ = ["Authentication", "Authenticator", "Presented"]
@@ -47,10 +49,19 @@ class Authentication:
         self.entra = EntraAuthenticator(config)
         self.certificates = CertificateAuthenticator(config)
         self.throttle = FailureThrottle()
+        self.shared_throttle: SharedThrottle | None = None  # state.backend: redis
+
+    def share(self, store: RedisStore | None) -> None:
+        """Count failed authentications in `store`, for every process sharing it."""
+        self.shared_throttle = None if store is None else SharedThrottle(store, self.throttle)
 
     async def authenticate(self, request: web.BaseRequest, ctx: RequestContext) -> ClientIdentity:
         remote = ctx.source  # the peer, or what a trusted proxy says
-        self.throttle.check(remote)
+        shared = self.shared_throttle
+        if shared is None:
+            self.throttle.check(remote)
+        else:
+            await shared.check(remote)
         try:
             presented = presented_credential(request.headers, max_bytes=self._max_bytes)
             if presented is not None and not presented.is_jwt:
@@ -60,7 +71,10 @@ class Authentication:
             identity = await self._identify(request, presented)
         except (Unauthenticated, Denied) as err:
             if err.reason != "unauthenticated":  # a wrong credential, not a missing one
-                self.throttle.failed(remote)
+                if shared is None:
+                    self.throttle.failed(remote)
+                else:
+                    await shared.failed(remote)
                 log.info(
                     "authentication failed: %s (source %s, request %s)",
                     err.reason,
@@ -95,6 +109,7 @@ class Authentication:
         when `identity` is unchanged. Validated tokens are checked again once,
         since the new policy may map them to other clients."""
         self.throttle = previous.throttle
+        self.shared_throttle = previous.shared_throttle
         self.entra.adopt(previous.entra)
 
     async def close(self) -> None:

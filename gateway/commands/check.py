@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--probe",
         action="store_true",
-        help="also acquire a token with every credential and report each outcome",
+        help="also acquire a token with every credential, try the state backend "
+        "(Redis: PING and an encrypted round trip), and report each outcome",
     )
 
 
@@ -95,6 +96,10 @@ def summary(config: object, catalog_size: int, out: TextIO) -> None:
         file=out,
     )
     print(_wrap("audit", "stdout" if gw.audit.file == "-" else (gw.audit.file or "off")), file=out)
+    if gw.state.backend == "redis":
+        text = f"redis, keys under '{gw.state.key_prefix}', tokens encrypted"
+        text += "; limits fail " + gw.state.on_error + f" (timeout {gw.state.timeout_s:g}s)"
+        print(_wrap("state", text), file=out)
     print(_wrap("body limits", describe(gw.limits)), file=out)
     print(_wrap("policies", ", ".join(policy_files) or "none"), file=out)
     if config.clients:
@@ -225,6 +230,14 @@ def run(args: argparse.Namespace) -> int:
         results = probe(config)
         for result in results:
             print(result.line())
-        if any(not r.ok for r in results):
+        failed = any(not r.ok for r in results)
+        state = config.gateway.state
+        if state.backend == "redis":
+            from gateway.state import probe_state
+
+            ok, detail = probe_state(state)
+            print(f"state redis: {'ok' if ok else 'FAILED (state_unavailable)'}: {detail}")
+            failed = failed or not ok
+        if failed:
             return 1
     return 0

@@ -8,6 +8,8 @@ credentials are a union discriminated on `type`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import ipaddress
 import urllib.request
@@ -338,6 +340,41 @@ class LogSettings(Model):
     format: Literal["text", "json"] = "text"
 
 
+class State(Model):
+    """Where limits, failure counts and upstream tokens are kept: this process only
+    (`memory`), or a Redis (or Valkey) server that every worker and replica shares."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: SecretStr | None = None  # redis://[:password@]host:port/db, rediss://, unix://
+    key_prefix: str = Field("azgw:", max_length=64)
+    encryption_key: SecretStr | None = None  # 32 bytes, base64
+    encryption_key_file: str | None = None
+    on_error: Literal["open", "closed"] = "open"
+    timeout_s: float = Field(0.05, gt=0, le=10)  # longest one state call may take
+
+    def key(self) -> bytes:
+        """The 32-byte encryption key (the file is read now). Raises EncryptionKeyError
+        (a ValueError) when it is missing or not 32 bytes of base64, OSError when the
+        file cannot be read."""
+        if self.encryption_key is None and self.encryption_key_file is None:
+            raise EncryptionKeyError("no encryption_key or encryption_key_file")
+        text = read_secret(self.encryption_key, self.encryption_key_file)
+        try:
+            key = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            key = None
+        if key is None or len(key) != 32:
+            got = "text that is not base64" if key is None else f"{len(key)} bytes"
+            raise EncryptionKeyError(
+                f"expected 32 bytes in base64 (make one with `openssl rand -base64 32`), got {got}"
+            )
+        return key
+
+
+class EncryptionKeyError(ValueError):
+    """`state.encryption_key` is missing, or not 32 bytes of base64."""
+
+
 class GatewayConfig(Model):
     listen: Listen = Listen()
     admin: Admin = Admin()
@@ -349,6 +386,7 @@ class GatewayConfig(Model):
     limits: Limits = Limits()
     keys: Keys = Keys()
     logging: LogSettings = LogSettings()
+    state: State = State()
 
 
 # --- policy files -----------------------------------------------------------

@@ -25,6 +25,7 @@ from gateway.config.model import (
 )
 from gateway.config.problems import WARNINGS, Severity
 from gateway.config.sources import PathKey, Problem
+from gateway.config.validate_state import validate_state
 
 ENTRA_CREDENTIALS = (
     ClientSecretCredential,
@@ -454,6 +455,7 @@ def validate_all(
         validate_clients,
         validate_listen,
         validate_limits,
+        validate_state,
     ):
         problems.extend(check(config))
     problems.extend(validate_secrets(config, from_env or {}, offline=offline))

@@ -177,6 +177,20 @@ class Metrics:
             registry=r,
         )
         self._key_expiry: dict[tuple[str, str], float] = {}  # (client, key id) -> epoch
+        self.state_errors = Counter(
+            "azdo_gateway_state_errors_total",
+            "Calls to the shared state backend (Redis) that failed or timed out, by "
+            "operation; each one a limit that failed open (or closed) or a token "
+            "from this process's cache.",
+            ("operation",),
+            registry=r,
+        )
+        self.state_up = Gauge(
+            "azdo_gateway_state_up",
+            "1 while the shared state backend answers, 0 while it is unavailable.",
+            multiprocess_mode="livemin",
+            registry=r,
+        )
         self.registry.register(_ExpiryCollector(self))
 
     # --- label bounding --------------------------------------------------
@@ -296,6 +310,12 @@ class Metrics:
 
     def reloaded(self, ok: bool) -> None:
         self.reloads.labels("success" if ok else "failure").inc()
+
+    def state_error(self, operation: str) -> None:
+        self.state_errors.labels(operation).inc()
+
+    def set_state_up(self, up: bool) -> None:
+        self.state_up.set(1 if up else 0)
 
     # --- exposition ------------------------------------------------------
 

@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
 from cachetools import LRUCache
+from pydantic import SecretStr
 
 from gateway.config.model import (
     Client,
@@ -28,6 +30,7 @@ from gateway.config.model import (
     PatCredential,
 )
 from gateway.errors import CredentialUnavailable, Unauthenticated
+from gateway.state import RedisStore
 from gateway.tokens.base import (
     AZURE_DEVOPS_DEFAULT_SCOPE,
     CredentialProvider,
@@ -41,6 +44,7 @@ from gateway.tokens.on_behalf_of import delegated_scopes
 from gateway.tokens.pat import pat_header
 from gateway.tokens.probe import ProbeResult, probe
 from gateway.tokens.providers import provider_for
+from gateway.tokens.shared import SharedTokens
 from gateway.types import ClientIdentity, UpstreamToken
 
 __all__ = ["ProbeResult", "RefreshPolicy", "TokenBroker", "probe"]
@@ -80,7 +84,10 @@ class TokenBroker:
         self._obo: dict[str, LRUCache[_OboKey, TokenSlot]] = {}
         self._obo_scopes: dict[str, tuple[str, ...]] = {}
         self._used = {c.credential for c in config.clients}
+        self.shared: SharedTokens | None = None  # state.backend: redis
+        self._fingerprints: dict[str, str] = {}
         for name, cred in gw.credentials.items():
+            self._fingerprints[name] = fingerprint(cred, gw.identity)
             if isinstance(cred, PatCredential):
                 try:
                     self._pat[name] = UpstreamToken(pat_header(cred), name)
@@ -94,13 +101,18 @@ class TokenBroker:
             else:
                 scopes = (AZURE_DEVOPS_DEFAULT_SCOPE,)
                 self._slots[name] = TokenSlot(
-                    name, self._fetcher(provider, scopes), self.policy, self, clock=clock
+                    name, self._fetcher(provider, scopes, ()), self.policy, self, clock=clock
                 )
         for client in config.clients:
             if client.credential in self._obo:
                 self._obo_scopes[client.name] = delegated_scopes(client.scopes)
 
     # --- lifecycle ---------------------------------------------------------------
+
+    def share(self, store: RedisStore | None) -> None:
+        """Acquire through `store` (one acquisition per credential for the fleet).
+        Call before `start()`."""
+        self.shared = None if store is None else SharedTokens(store, self.policy)
 
     async def start(self) -> None:
         """Start acquiring the tokens of every credential a client uses (in the background)."""
@@ -117,6 +129,8 @@ class TokenBroker:
         replaces (a reload), for every credential whose configuration is unchanged,
         so that a reload costs no token acquisition. Call before `start()`."""
         self.metrics = previous.metrics
+        if previous.shared is not None:
+            self.share(previous.shared.store)
         same = self.config.gateway.identity == previous.config.gateway.identity
         old_creds = previous.config.gateway.credentials
         for name, cred in self.config.gateway.credentials.items():
@@ -235,8 +249,9 @@ class TokenBroker:
         if slot is None:
             users = self._obo.get(token.credential)
             slot = users.get(token.key) if users is not None else None
-        if slot is not None:
-            slot.invalidate(token)
+        if slot is not None and slot.invalidate(token) and self.shared is not None:
+            name = self._shared_name(token.credential, token.key)
+            self.shared.reject(name, token.header_value.removeprefix("Bearer "))
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -247,19 +262,31 @@ class TokenBroker:
 
     def _user_slot(self, name: str, provider: CredentialProvider, key: _OboKey) -> TokenSlot:
         scopes = tuple(key[2].split(" "))
-        fetch = self._fetcher(provider, scopes)
+        fetch = self._fetcher(provider, scopes, key)
         return TokenSlot(
             name, fetch, self.policy, self, key=key, proactive=False, clock=self._clock
         )
 
-    def _fetcher(self, provider: CredentialProvider, scopes: tuple[str, ...]) -> Fetch:
+    def _fetcher(
+        self, provider: CredentialProvider, scopes: tuple[str, ...], key: _OboKey
+    ) -> Fetch:
         async def fetch(user_assertion: str | None) -> IssuedToken:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._pool(), provider.acquire, scopes, user_assertion
-            )
+            async def acquire() -> IssuedToken:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(
+                    self._pool(), provider.acquire, scopes, user_assertion
+                )
+
+            shared = self.shared
+            if shared is None:
+                return await acquire()
+            return await shared.fetch(self._shared_name(provider.name, key), acquire)
 
         return fetch
+
+    def _shared_name(self, credential: str, key: tuple[str, ...]) -> str:
+        assert self.shared is not None
+        return self.shared.name(credential, self._fingerprints.get(credential, ""), *key)
 
     def flush_metrics(self) -> None:
         """Hand the cache hits counted since the last flush to `metrics`."""
@@ -286,3 +313,17 @@ class TokenBroker:
 
     def token_expiry(self, credential: str, expires_at: float | None) -> None:
         self.metrics.token_expiry(credential, expires_at)
+
+
+def fingerprint(cred: object, identity: object) -> str:
+    """What makes a credential's tokens what they are (its whole configuration,
+    secrets included, and the identity provider): the store keeps this only as
+    an HMAC in a key name."""
+
+    def plain(value: object) -> object:
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+    dump = getattr(cred, "model_dump", None)
+    ident = getattr(identity, "model_dump", None)
+    data = {"credential": dump() if dump else None, "identity": ident() if ident else None}
+    return orjson.dumps(data, default=plain, option=orjson.OPT_SORT_KEYS).decode()

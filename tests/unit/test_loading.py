@@ -114,7 +114,7 @@ def test_policy_check_is_not_run_on_a_file_that_is_not_a_configuration(
         load_checked(tmp_path / "gateway.yaml")
     assert [str(p) for p in err.value.errors] == [
         "gateway.yaml:1: expected a mapping of: listen, admin, upstream, identity, credentials, "
-        "policies, audit, limits, keys, logging; got a list"
+        "policies, audit, limits, keys, logging, state; got a list"
     ]
     assert called == []
 

@@ -1,7 +1,9 @@
 """The Redis (or Valkey) state backend: one client per process, never a slow one.
 
 Takes the `state` section. Every call is bounded by `state.timeout_s` (50 ms
-by default) and goes through a circuit breaker: after a failure (refused,
+by default; token calls, which are seldom and off the request path, by ten
+times that, at least 0.5 s) and goes through a circuit breaker (one for
+limits, one for tokens): after a failure (refused,
 reset, timed out: a stopped or frozen Redis) the store answers
 `StateUnavailable` at once, without touching the network, for a backoff that
 grows from 0.25 s to 2 s; then a single call probes, and the first success
@@ -110,10 +112,14 @@ class RedisStore:
         assert state.url is not None
         self.prefix = state.key_prefix
         self.timeout_s = state.timeout_s
+        # Token calls are rare and off the request path (or on a request that waits for
+        # a token anyway): a longer bound, so a busy moment does not cost a token request.
+        self.token_timeout_s = max(0.5, 10 * state.timeout_s)
         self.fail_open = state.on_error == "open"
         self.sealer = sealer or Sealer(load_key(state))
         self.metrics: StateMetrics = metrics or NoStateMetrics()
-        self.breaker = Breaker(clock)
+        self.breaker = Breaker(clock)  # limits: every request
+        self.token_breaker = Breaker(clock)  # tokens: seldom, with a longer bound
         self.last_error: str | None = None
         self._clock = clock
         self._warned_at = -math.inf
@@ -134,30 +140,35 @@ class RedisStore:
 
     # --- the guard around every call -------------------------------------------
 
-    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        if not self.breaker.allow():
+    async def _call(
+        self, operation: str, call: Callable[[], Awaitable[T]], timeout_s: float | None = None
+    ) -> T:
+        breaker = self.breaker if timeout_s is None else self.token_breaker
+        if not breaker.allow():
             self.metrics.state_error(operation)  # each a limit not checked, a token not shared
             raise StateUnavailable(self.last_error or "state backend unavailable")
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(timeout_s or self.timeout_s):
                 result = await call()
         except (RedisError, OSError, TimeoutError) as err:
-            self._failed(operation, err)
+            self._failed(operation, err, timeout_s or self.timeout_s, breaker)
             raise StateUnavailable(self.last_error or "state backend unavailable") from None
         except BaseException:
-            self.breaker.probing = False  # cancelled: let another call probe
+            breaker.probing = False  # cancelled: let another call probe
             raise
-        if self.breaker.succeeded():
+        if breaker.succeeded() and breaker is self.breaker:
             self.last_error = None
             self.metrics.set_state_up(True)
             log.warning("state backend: available again")
         return result
 
-    def _failed(self, operation: str, err: BaseException) -> None:
-        was_up = self.breaker.failures == 0
-        self.breaker.failed()
+    def _failed(
+        self, operation: str, err: BaseException, timeout_s: float, breaker: Breaker
+    ) -> None:
+        was_up = breaker.failures == 0 and breaker is self.breaker
+        breaker.failed()
         if isinstance(err, TimeoutError):
-            what = f"no answer within {self.timeout_s:g}s"
+            what = f"no answer within {timeout_s:g}s"
         else:
             what = f"{type(err).__name__}: {err}"
         self.last_error = what[:200]
@@ -180,6 +191,10 @@ class RedisStore:
     def available(self) -> bool:
         """False while the breaker is open (a call now would be refused at once)."""
         return self.breaker.failures == 0
+
+    @property
+    def tokens_available(self) -> bool:
+        return self.token_breaker.failures == 0
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -236,30 +251,32 @@ class RedisStore:
 
     async def get_sealed(self, name: str) -> bytes | None:
         key = self.key(name)
-        blob = await self._call("token", lambda: self.client.get(key))
+        blob = await self._call("token", lambda: self.client.get(key), self.token_timeout_s)
         return blob if blob is None else self.sealer.open(key, _bytes(blob))
 
     async def put_sealed(self, name: str, data: bytes, ttl_s: float) -> None:
         key = self.key(name)
         blob = self.sealer.seal(key, data)
         px = max(1, int(ttl_s * 1000))
-        await self._call("token", lambda: self.client.set(key, blob, px=px))
+        await self._call("token", lambda: self.client.set(key, blob, px=px), self.token_timeout_s)
 
     async def lock(self, name: str, ttl_s: float) -> str | None:
         """Take the lock `name` for at most `ttl_s`; its holder token, or None if held."""
         token = secrets.token_hex(16)
         key = self.key("lock", name)
         px = max(1, int(ttl_s * 1000))
-        got = await self._call("lock", lambda: self.client.set(key, token, nx=True, px=px))
+        got = await self._call(
+            "lock", lambda: self.client.set(key, token, nx=True, px=px), self.token_timeout_s
+        )
         return token if got else None
 
     async def unlock(self, name: str, token: str) -> None:
         key = self.key("lock", name)
-        await self._call("lock", lambda: self._unlock([key], [token]))
+        await self._call("lock", lambda: self._unlock([key], [token]), self.token_timeout_s)
 
     async def locked(self, name: str) -> bool:
         key = self.key("lock", name)
-        n: int = await self._call("lock", lambda: self.client.exists(key))
+        n: int = await self._call("lock", lambda: self.client.exists(key), self.token_timeout_s)
         return bool(n)
 
     # --- health ------------------------------------------------------------------

@@ -41,6 +41,7 @@ log = logging.getLogger("azdo_gateway.tokens")
 
 POLL_FIRST_S = 0.02
 POLL_CAP_S = 0.25
+GIVE_UP_S = 1.0  # a waiter acquires itself once the store has failed it this long
 
 
 def _digest(access_token: str) -> str:
@@ -75,7 +76,7 @@ class SharedTokens:
 
     async def fetch(self, name: str, acquire: Callable[[], Awaitable[IssuedToken]]) -> IssuedToken:
         store = self.store
-        if not store.available:
+        if not store.tokens_available:
             return await acquire()
         try:
             token = await self._read(name)
@@ -118,6 +119,7 @@ class SharedTokens:
         None: the wait is over, or the store is unavailable."""
         deadline = time.monotonic() + self.wait_s
         pause = POLL_FIRST_S
+        unavailable_since: float | None = None
         while time.monotonic() < deadline:
             await asyncio.sleep(pause)
             pause = min(POLL_CAP_S, pause * 2)
@@ -132,7 +134,14 @@ class SharedTokens:
                     if holder is not None:
                         return holder
             except StateUnavailable:
-                return None
+                # a moment's trouble should not cost a token request; an outage should
+                # not hold the request for the whole wait
+                now = time.monotonic()
+                unavailable_since = unavailable_since or now
+                if now - unavailable_since >= GIVE_UP_S:
+                    return None
+                continue
+            unavailable_since = None
         return None
 
     async def _read(self, name: str) -> IssuedToken | None:

@@ -28,6 +28,7 @@ async def _fleet(
     on_error: str = "open",
     credential: dict[str, Any] | None = None,
     identity: dict[str, Any] | None = None,
+    timeout_s: float = 0.5,  # the tests share the machine's CPUs: no fail-open by accident
 ) -> tuple[list[Any], Any, dict[str, str]]:
     fake = await make_fake_azdo()
     key, digest = new_key()
@@ -39,7 +40,7 @@ async def _fleet(
         "upstream": {"hosts": {"main": fake.url}},
         "credentials": {"upstream": credential or {"type": "pat", "pat": "upstream-pat"}},
         "state": {"backend": "redis", "url": redis.url, "encryption_key": STATE_KEY,
-                  "on_error": on_error},
+                  "on_error": on_error, "timeout_s": timeout_s},
     }  # fmt: skip
     if identity:
         cfg["identity"] = identity
@@ -95,8 +96,9 @@ async def test_redis_stopped_frozen_and_back_costs_no_request(
 ):
     redis = await make_redis()
     gws, fake, auth = await _fleet(
-        make_gateway, make_fake_azdo, redis, rate_limit={"per_minute": 6000, "burst": 1000}
-    )
+        make_gateway, make_fake_azdo, redis, rate_limit={"per_minute": 6000, "burst": 1000},
+        timeout_s=0.05,
+    )  # fmt: skip
     urls = [gws[i % 2].url for i in range(10)]
     async with aiohttp.ClientSession() as s:
         assert await _statuses(s, urls, auth) == [(200, None)] * 10

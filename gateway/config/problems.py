@@ -41,6 +41,7 @@ WARNINGS: dict[str, str] = {
     "unused_credential": "a credential no client uses",
     "empty_file": "a policy file holds nothing",
     "no_clients": "no clients are defined: every request is denied",
+    "state_ignored": "a `state` setting that `backend: memory` does not use",
 }
 
 

@@ -44,7 +44,8 @@ def validate_state(config: Config) -> list[Problem]:
     if state.backend != "redis":
         for key in ("url", "encryption_key", "encryption_key_file"):
             if getattr(state, key) is not None:
-                out.append(at(("state", key), "ignored with backend: memory", warning=True))
+                message = "ignored with backend: memory"
+                out.append(config.sources.warning(("state", key), message, "state_ignored"))
         return out
     if state.url is None or not state.url.get_secret_value():
         out.append(at(("state", "url"), "required with backend: redis (redis://host:6379/0)"))

@@ -25,6 +25,7 @@ class Clock:
 
 def store_for(url: str, **kwargs: Any) -> RedisStore:
     clock = kwargs.pop("clock", time.monotonic)
+    kwargs.setdefault("timeout_s", 1.0)  # the machine is shared: no timeouts by accident
     state = State(backend="redis", url=url, encryption_key=KEY, **kwargs)
     return RedisStore(state, clock=clock)
 
@@ -90,7 +91,7 @@ async def test_a_lease_ends_on_its_own(store: RedisStore) -> None:
 async def test_failed_authentications_count_per_source_in_a_window(store: RedisStore) -> None:
     for n in range(1, 4):
         count, left = await store.failed_authentication("203.0.113.7", 60)
-        assert count == n and 59 < left <= 60
+        assert count == n and 50 < left <= 60
     assert (await store.failed_authentications("203.0.113.7"))[0] == 3
     assert await store.failed_authentications("198.51.100.9") == (0, 0)
 

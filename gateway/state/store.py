@@ -126,8 +126,9 @@ class RedisStore:
         self._suppressed = 0
         self.client: Redis = Redis.from_url(
             state.url.get_secret_value(),
-            socket_timeout=max(state.timeout_s, 0.05),
-            socket_connect_timeout=max(state.timeout_s, 0.05),
+            # the bound of each call is its lane's (asyncio.timeout in `_call`)
+            socket_timeout=self.token_timeout_s,
+            socket_connect_timeout=self.token_timeout_s,
             retry=Retry(NoBackoff(), 0),  # no retries: a failure opens the breaker instead
             health_check_interval=0,
         )

@@ -77,19 +77,22 @@ class SharedTokens:
     async def fetch(self, name: str, acquire: Callable[[], Awaitable[IssuedToken]]) -> IssuedToken:
         store = self.store
         if not store.tokens_available:
+            log.debug("token %s: state backend unavailable, acquiring here", name)
             return await acquire()
         try:
             token = await self._read(name)
             if token is not None:
                 return token
             holder = await store.lock(name, self.wait_s)
-        except StateUnavailable:
+        except StateUnavailable as err:
+            log.debug("token %s: state backend unavailable (%s), acquiring here", name, err)
             return await acquire()
         if holder is None:
             waited = await self._wait(name)
             if isinstance(waited, IssuedToken):
                 return waited
             if waited is None:
+                log.debug("token %s: the wait for another process's token ended", name)
                 return await acquire()
             holder = waited
         return await self._acquire_holding(name, holder, acquire)
@@ -104,6 +107,7 @@ class SharedTokens:
                 token = None
             if token is not None:
                 return token
+            log.debug("token %s: acquiring for the fleet", name)
             issued = await acquire()
             await self._write(name, issued)
             return issued

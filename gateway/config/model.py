@@ -325,7 +325,7 @@ class Limits(Model):
     body_bytes: BodyLimits = BodyLimits()
     idle_timeout_s: float = Field(75, gt=0)
     max_inflight: int = Field(4096, gt=0)
-    rewrite_max_bytes: int = Field(8 * 1024 * 1024, gt=0)  # JSON bodies larger stream untouched
+    rewrite_max_bytes: int = Field(8 * 1024 * 1024, gt=0)  # larger bodies stream unrewritten
     shutdown_grace_s: float = Field(30, ge=0)
 
 

@@ -68,6 +68,7 @@ class Rewriter(Protocol):
         self, headers: Mapping[str, str], *, host: str = ..., public_url: str | None = ...
     ) -> CIMultiDict[str]: ...
     def wants_body(self, headers: Mapping[str, str], path: str | None = ...) -> bool: ...
+    def unread_reason(self, headers: Mapping[str, str], path: str | None = ...) -> str | None: ...
     async def rewrite_body_async(
         self,
         body: bytes,
@@ -356,7 +357,13 @@ class Forwarder:
         )
         if rewritable:
             body, prefix = await self._buffer(up, fw.rewrite_max_bytes)
-        elif with_body and up.content.is_eof():
+            if body is None:  # longer than announced, or announced by no Content-Length
+                self.observability.metrics.rewrite_skip("too_large")
+        elif with_body and rewriter is not None:
+            unread = rewriter.unread_reason(up.headers, ctx.path)
+            if unread is not None:
+                self.observability.metrics.rewrite_skip(unread)
+        if not rewritable and with_body and up.content.is_eof():
             body = await up.read()  # a small answer often arrives whole with its headers
         headers = hdrs.to_client(up.headers, body_rewritten=body is not None)
         has_location = any(h in headers for h in LOCATIONS)

@@ -207,3 +207,50 @@ async def test_a_large_json_page_is_rewritten(azdo: ScriptedAzdo, make_gateway: 
     value = json.loads(raw)["value"]
     assert len(value) == 8000
     assert value[-1]["url"] == f"{gw.url}/fabrikam/_apis/wit/workItems/7999"
+
+
+async def test_bodies_that_cannot_be_rewritten_pass_unchanged_and_are_counted(
+    azdo: ScriptedAzdo, make_gateway: Any
+) -> None:
+    main = azdo.hosts["main"]
+    url = f"{main}/fabrikam/_apis/projects/p1"
+    big = json.dumps({"url": url, "pad": "x" * 9_000_000}).encode()
+
+    def chunked(request: web.Request) -> web.StreamResponse:
+        async def pieces() -> AsyncIterator[bytes]:
+            for i in range(0, len(big), 1 << 20):
+                yield big[i : i + (1 << 20)]
+
+        # no Content-Length: the gateway finds it too large while buffering
+        body = aiohttp.payload.AsyncIterablePayload(pieces())
+        return web.Response(body=body, content_type="application/json")
+
+    bodies: dict[str, tuple[bytes, Script]] = {}
+    for name, body in {
+        "scalar": json.dumps(url).encode(),
+        "nan": b'{"url":"' + url.encode() + b'","ratio":NaN}',
+        "utf8": b'{"url":"' + url.encode() + b'","name":"\xff"}',
+        "big": big,
+    }.items():
+        bodies[name] = (
+            body,
+            lambda r, body=body: web.Response(body=body, content_type="application/json"),
+        )
+    bodies["chunked"] = (big, chunked)
+    for name, (_, script) in bodies.items():
+        azdo.scripts[("main", f"/fabrikam/_apis/projects/{name}")] = script
+    gw, auth = await _gateway(azdo, make_gateway)
+    async with aiohttp.ClientSession() as s:
+        for name, (body, _) in bodies.items():
+            async with s.get(f"{gw.url}/fabrikam/_apis/projects/{name}", headers=auth) as r:
+                assert r.status == 200, name
+                assert await r.read() == body, name
+        async with s.get(gw.admin_url + "/metrics") as r:
+            metrics = await r.text()
+    for reason, count in (
+        ("top_level_scalar", 1),
+        ("not_json", 1),
+        ("invalid_utf8", 1),
+        ("too_large", 2),
+    ):
+        assert f'azdo_gateway_rewrite_skipped_total{{reason="{reason}"}} {count}.0' in metrics

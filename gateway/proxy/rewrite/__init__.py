@@ -165,15 +165,23 @@ class Rewriter:
         """
         if self.kind_of(headers.get("Content-Type", ""), path) is None:
             return False
+        return self.unread_reason(headers, path) is None and headers.get("Content-Length") != "0"
+
+    def unread_reason(self, headers: Mapping[str, str], path: str | None = None) -> str | None:
+        """Why a body of a kind the rewriter reads is passed through without being read
+        (`unknown_encoding`, `too_large`), or None if it is read (or not of such a kind)."""
+        if self.kind_of(headers.get("Content-Type", ""), path) is None:
+            return None
         if headers.get("Content-Encoding", "").strip().lower() not in enc.ENCODINGS:
-            return False
+            return "unknown_encoding"
         length = headers.get("Content-Length")
         if length is not None:
             try:
-                return 0 < int(length) <= self.max_bytes
+                if int(length) > self.max_bytes:
+                    return "too_large"
             except ValueError:
-                return False
-        return True
+                return "unknown_length"
+        return None
 
     def rewrite_body(
         self,

@@ -19,7 +19,9 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
+from gateway.config.messages import did_you_mean
 from gateway.config.model import Model
+from gateway.errors import REASONS
 
 Decision = Literal["allow", "deny"]
 _REQUEST = re.compile(r"^\s*(?P<method>[A-Za-z]+)\s+(?P<url>\S+)\s*$")
@@ -41,8 +43,21 @@ class EntraClaims(Model):
 
 class Expectation(Model):
     decision: Decision
-    reason: str | None = None  # e.g. missing_scope; for `allow`, report mode's would-be reason
+    # e.g. missing_scope; for `allow`, report mode's would-be reason
+    reason: str | None = Field(None, json_schema_extra={"enum": [*sorted(REASONS), None]})
     operation: str | None = None  # the catalog operation id, e.g. git.Repositories_List
+
+    @field_validator("reason")
+    @classmethod
+    def _known_reason(cls, value: str | None) -> str | None:
+        if value is not None and value not in REASONS:
+            guess = did_you_mean(value, REASONS)
+            hint = f"did you mean '{guess}'? " if guess else ""
+            raise ValueError(
+                f"unknown reason '{value}' ({hint}a reason the gateway answers with, "
+                "e.g. missing_scope, route_denied, unknown_key)"
+            )
+        return value
 
 
 class PolicyTest(Model):

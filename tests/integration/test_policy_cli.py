@@ -211,6 +211,10 @@ def test_a_broken_test_file_gets_line_numbered_problems(tmp_path: Path) -> None:
             "    request: GET /fabrikam/_apis/projects\n"
             "    expect: alow\n"
             "    expcet: allow\n"
+            "  - name: a reason nobody gives\n"
+            "    client: ci\n"
+            "    request: GET /fabrikam/_apis/projects\n"
+            "    expect: {decision: deny, reason: missing_scop}\n"
         ),
     )
     done = azdo_gateway("test", "-c", "gateway.yaml", "tests.yaml", cwd=tmp_path)
@@ -221,7 +225,10 @@ def test_a_broken_test_file_gets_line_numbered_problems(tmp_path: Path) -> None:
         "tests.yaml:8: tests[1].expect.decision: expected 'allow' or 'deny', got 'alow' "
         "(did you mean 'allow'?)",
         "tests.yaml:9: tests[1].expcet: unknown key 'expcet' (did you mean 'expect'?)",
-        "3 problems found: no test was run",
+        "tests.yaml:13: tests[2].expect.reason: unknown reason 'missing_scop' (did you mean "
+        "'missing_scope'? a reason the gateway answers with, e.g. missing_scope, route_denied, "
+        "unknown_key)",
+        "4 problems found: no test was run",
     ]
 
 

@@ -130,6 +130,19 @@ def test_policy_schema(document: dict[str, Any], valid: bool) -> None:
         ),
         ({"tests": [{"name": "t", "client": "a", "request": "GET /", "expect": "maybe"}]}, False),
         ({"tests": []}, False),
+        (
+            {
+                "tests": [
+                    {
+                        "name": "t",
+                        "client": "a",
+                        "request": "GET /",
+                        "expect": {"decision": "deny", "reason": "missing_scop"},
+                    }
+                ]
+            },
+            False,
+        ),
     ],
 )
 def test_policy_test_schema(document: dict[str, Any], valid: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -28,6 +29,7 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 READY = "Press Ctrl-C to stop."
 EXPECT = {
+    "An Entra ID user": "200",
     "Allowed": "200",
     "Denied": "403",
     "No key": "401",
@@ -48,6 +50,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_TERMINAL_PROMPT": "0",
         "AZURE_DEVOPS_CACHE_DIR": str(tmp_path / "sdk-cache"),
+        "TMPDIR": str(tmp_path),  # where the demo keeps its audit trail
         "LC_ALL": "C",
         **extra,
     }
@@ -113,8 +116,13 @@ async def test_demo_prints_lines_that_work_and_stops_on_ctrl_c(tmp_path: Path) -
                     assert '"reason": "missing_scope"' in body and "vso.build_execute" in body
                 if title.startswith("Metrics"):
                     assert "azdo_gateway_requests_total" in body
+                if title.startswith("An Entra ID user"):
+                    assert line.startswith(
+                        f'curl -sS -H "Authorization: Bearer {exported["USER_TOKEN"]}" '
+                    )
+                    assert "Fabrikam-Fiber" in body
                 ran += 1
-        assert ran >= 6
+        assert ran >= 7
 
         # the git clone line
         clone = next(line for line in printed if line.startswith("git clone "))
@@ -122,11 +130,23 @@ async def test_demo_prints_lines_that_work_and_stops_on_ctrl_c(tmp_path: Path) -
         assert rc == 0, out
         assert (tmp_path / "clone" / "README.md").is_file()
 
-        # the SDK line, with this interpreter (the azure-devops SDK is a test dependency)
-        sdk = next(line for line in printed if line.startswith("python3 -c "))
-        rc, out = await _run([sys.executable, *shlex.split(sdk)[1:]], env, tmp_path)
+        # the SDK line as printed: with the demo's interpreter, which has the SDK here
+        (sdk,) = [line for line in printed if " -c 'from azure.devops" in line]
+        assert shlex.split(sdk)[0] == sys.executable
+        assert "(this Python has the SDK)" in text
+        rc, out = await _run(shlex.split(sdk), env, tmp_path)
         assert rc == 0, out
         assert "['Fabrikam-Fiber', 'fiber-docs']" in out
+
+        # demo --check beside the running demo: its own (free) ports, each example listed
+        rc, out = await _run([sys.executable, "-m", "gateway", "demo", "--check"], env, tmp_path)
+        assert rc == 0, out
+        check_gw = re.search(r"^  gateway\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
+        assert check_gw != gw and not check_gw.endswith(":8080")
+        listed = re.findall(r"^(ok|FAILED|skipped) +(.+)$", out, re.M)
+        assert [mark for mark, _ in listed] == ["ok"] * len(listed)
+        assert len(listed) == ran + 2  # every curl example, the git clone and the SDK
+        assert out.rstrip().endswith("demo check: ok")
 
         # the README's examples, with the variables the demo's export line sets
         readme = (ROOT / "README.md").read_text()
@@ -139,7 +159,7 @@ async def test_demo_prints_lines_that_work_and_stops_on_ctrl_c(tmp_path: Path) -
             elif line.startswith("git clone "):
                 rc, out = await _run(["bash", "-c", line + " readme-clone"], readme_env, tmp_path)
                 assert rc == 0, out
-        assert codes == ["200", "403", "200", "200"]
+        assert codes == ["200", "403", "200", "200", "200"]
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -150,7 +170,25 @@ async def test_demo_prints_lines_that_work_and_stops_on_ctrl_c(tmp_path: Path) -
     assert rc == 0, errors
     assert "stopping the demo" in rest
     assert "Traceback" not in errors
-    assert not workdir.exists()  # its temporary files are gone
+    assert not workdir.exists()  # its temporary files are gone ...
+
+    # ... but the audit trail, where the demo said, for the README's report step
+    audit = Path(exported["AUDIT"])
+    assert f"audit trail kept: {audit}" in rest
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    user = [a for a in lines if a["client"] == "developers"]
+    assert user and all(
+        (a["authMethod"], a["credential"], a["status"]) == ("entra", "gateway-app", 200)
+        for a in user
+    )
+    report = readme.split("Its audit trail stays", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    (command,) = [line for line in report.splitlines() if line.strip()]
+    bin_dir = str(Path(sys.executable).parent)  # where azdo-gateway is installed
+    report_env = {**readme_env, "PATH": bin_dir + os.pathsep + env["PATH"]}
+    rc, out = await _run(["bash", "-c", command], report_env, tmp_path)
+    assert rc == 0, out
+    for client in ("legacy-reader", "build-bot", "developers"):
+        assert client in out, out
 
 
 async def test_demo_check_runs_its_examples(tmp_path: Path) -> None:

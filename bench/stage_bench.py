@@ -173,6 +173,22 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
             audit.write(record(ctx, 0.0021))
         audit.flush()
 
+    # The whole pipeline as the proxy's handler runs it, with the forwarder's
+    # upstream call replaced by the answer above: what the stages and their
+    # composition cost together per request.
+    from gateway.app import Gateway, build_runtime
+
+    whole = Gateway(build_runtime(config, catalog), observability)
+
+    async def forwarded(*args: Any, **kwargs: Any) -> web.StreamResponse:
+        return web.Response(body=b'{"count":0,"value":[]}', status=200)
+
+    whole.forwarder.forward = forwarded  # type: ignore[method-assign]
+    whole_request = make_mocked_request("GET", PATH, headers=headers, payload=_EmptyBody())
+
+    async def handle() -> None:
+        await whole.handle(whole_request)
+
     now = time.time()
     return {
         "canonicalize+check_headers+effective_method": canonical,
@@ -189,7 +205,14 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
         "utc_ms": lambda: utc_ms(now),
         "AuditLog.write (record, encode, write)": audit_write,
         "Observability.started+finished": observe,
+        "Gateway.handle (whole pipeline, no upstream)": handle,
     }
+
+
+class _EmptyBody:
+    """The request body stream of a GET: nothing, and nothing read."""
+
+    total_bytes = 0
 
 
 async def per_call_us(fn: Callable[[], Any], n: int) -> float:

@@ -213,18 +213,24 @@ class Forwarder:
                     sent()
                 else:
                     body.on_end = sent
+            proxy = fw.proxies[ctx.host]
             try:
-                return await session.request(
+                up = await session.request(
                     method,
                     fw.url(ctx),
                     headers=headers,
                     data=body.chunks() if body is not None else None,
                     allow_redirects=False,
                     timeout=fw.timeout,
-                    proxy=fw.proxies[ctx.host],
+                    proxy=proxy,
                 )
             finally:
                 answered = True
+        if proxy is not None and up.status == 407:
+            # Plain HTTP through the proxy: its refusal comes as the answer.
+            up.close()
+            raise aiohttp.ClientHttpProxyError(up.request_info, (), status=407)
+        return up
 
     async def forward(
         self,

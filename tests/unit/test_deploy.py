@@ -11,11 +11,13 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from gateway.errors import ConfigError
 from gateway.loading import load_checked
 from gateway.observability.metrics import Metrics
 
@@ -303,3 +305,29 @@ def test_dashboard_queries_only_exported_metrics():
         "azdo_gateway_config_reloads_total",
     }
     assert design <= used  # every DESIGN metric has a panel
+
+
+def test_configmap_passes_check_offline_without_the_clusters_secrets(tmp_path, monkeypatch):
+    """What a pipeline runs on the real configuration: no workload identity, no tenant."""
+    cm = docs()["ConfigMap/azdo-gateway-config"]
+    (tmp_path / "gateway.yaml").write_text(cm["data"]["gateway.yaml"])
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "clients.yaml").write_text(cm["data"]["policies"])
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError):
+        load_checked(tmp_path / "gateway.yaml")
+    config = load_checked(tmp_path / "gateway.yaml", offline=True)
+    assert {n.code for n in config.notes} == {"env_unset"}
+    assert config.warnings == ()  # `check --offline --strict` passes
+    assert [c.name for c in config.clients] == ["jenkins-legacy"]
+
+
+def test_configmap_validates_against_the_schemas():
+    cm = docs()["ConfigMap/azdo-gateway-config"]
+    for key, name in (("gateway.yaml", "gateway.schema.json"), ("policies", "policy.schema.json")):
+        schema = json.loads((K8S.parents[1] / "schemas" / name).read_text())
+        errors = list(
+            jsonschema.Draft202012Validator(schema).iter_errors(yaml.safe_load(cm["data"][key]))
+        )
+        assert [e.message for e in errors] == [], key

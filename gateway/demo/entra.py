@@ -13,7 +13,8 @@ speaks enough of Entra ID's protocol for MSAL to run against it unmodified:
 
 Errors look like Entra's: {"error", "error_description": "AADSTS...", "error_codes"}.
 Tests add fault injection by overriding `intercept()` (see tests/fakes/entra.py);
-`mint_access_token()` makes tokens for tests of client authentication.
+`mint_access_token()` makes user tokens (the demo prints one; tests forge theirs with
+tests/fakes/jwtforge.py).
 """
 
 from __future__ import annotations
@@ -234,19 +235,32 @@ class EntraStandIn(ManagedIdentityEndpoints):
         claims: Mapping[str, Any] | None = None,
         *,
         kid: str | None = None,
-        alg: str = "RS256",
         tenant: str | None = None,
         audience: str | None = None,
         lifetime_s: float | None = None,
         version: int = 2,
         headers: Mapping[str, Any] | None = None,
     ) -> str:
-        """An access token signed like Entra's (by default a user token for the gateway).
+        """An access token signed like Entra's (by default a user token for the gateway),
+        with the published key `kid` (default: the current one).
 
         `claims` override the defaults; a claim given as None is left out.
-        `kid` picks a published key; an unknown kid signs with an unpublished key.
-        `alg` may be "none" or "HS256" (keyed with the public key PEM) to forge.
         """
+        payload = self.access_token_claims(
+            claims, tenant=tenant, audience=audience, lifetime_s=lifetime_s, version=version
+        )
+        return self.keys.sign(payload, kid=kid, headers=headers)
+
+    def access_token_claims(
+        self,
+        claims: Mapping[str, Any] | None = None,
+        *,
+        tenant: str | None = None,
+        audience: str | None = None,
+        lifetime_s: float | None = None,
+        version: int = 2,
+    ) -> dict[str, Any]:
+        """The claims `mint_access_token` signs."""
         now = int(time.time())
         tenant = tenant or self.tenant_id
         oid = str(uuid.uuid4())
@@ -271,7 +285,7 @@ class EntraStandIn(ManagedIdentityEndpoints):
                 payload.pop(name, None)
             else:
                 payload[name] = value
-        return self.keys.sign(payload, kid=kid, alg=alg, headers=headers)
+        return payload
 
     def mint_federated_token(
         self, subject: str, *, audience: str = FEDERATED_AUDIENCE, lifetime_s: float = 3600

@@ -1,24 +1,20 @@
 """Signing keys and JWT minting for the demo Entra ID stand-in.
 
 `SigningKeys` holds the RSA keys the stand-in publishes in its JWKS (with
-rotation) and signs JWTs with any of them, with a key it never publishes
-(`kid` unknown to it), or deliberately badly (`alg="none"`, or `alg="HS256"`
-keyed with the public key PEM: the classic algorithm-confusion attack), so
-that tests of token validation can prove each of those is rejected.
+rotation) and signs JWTs with them, as Entra ID does. Forged tokens (no
+signature, a symmetric one, a key nobody publishes) are made only by tests
+(tests/fakes/jwtforge.py).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ASYMMETRIC_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
@@ -32,18 +28,11 @@ def new_rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def public_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 class SigningKeys:
-    """Published signing keys (newest first is current) plus unpublished ones."""
+    """Published signing keys; the newest is current."""
 
     def __init__(self) -> None:
         self._published: dict[str, rsa.RSAPrivateKey] = {}
-        self._unpublished: dict[str, rsa.RSAPrivateKey] = {}
         self.current = self.rotate()
 
     def rotate(self) -> str:
@@ -74,12 +63,8 @@ class SigningKeys:
         return {"keys": keys}
 
     def private_key(self, kid: str) -> rsa.RSAPrivateKey:
-        """The key for `kid`; an unknown kid gets a fresh key that is never published."""
-        if kid in self._published:
-            return self._published[kid]
-        if kid not in self._unpublished:
-            self._unpublished[kid] = new_rsa_key()
-        return self._unpublished[kid]
+        """The published key `kid` (KeyError if there is none)."""
+        return self._published[kid]
 
     def public_key(self, kid: str) -> rsa.RSAPublicKey | None:
         key = self._published.get(kid)
@@ -93,23 +78,11 @@ class SigningKeys:
         alg: str = "RS256",
         headers: Mapping[str, Any] | None = None,
     ) -> str:
+        """`payload` signed with the published key `kid` (default: the current one)."""
+        if alg not in ASYMMETRIC_ALGS:
+            raise ValueError(f"unsupported alg {alg!r} (expected one of {sorted(ASYMMETRIC_ALGS)})")
         kid = kid or self.current
-        header: dict[str, Any] = {"typ": "JWT", "alg": alg, "kid": kid}
+        header: dict[str, Any] = {"typ": "JWT", "kid": kid}
         header.update(headers or {})
-        if alg in ASYMMETRIC_ALGS:
-            extra = {k: v for k, v in header.items() if k not in ("alg",)}
-            return jwt.encode(dict(payload), self.private_key(kid), algorithm=alg, headers=extra)
-        signing_input = (
-            b64url(json.dumps(header, separators=(",", ":")).encode())
-            + "."
-            + b64url(json.dumps(dict(payload), separators=(",", ":")).encode())
-        )
-        if alg == "none":
-            return signing_input + "."
-        if alg == "HS256":
-            # Keyed with the public key PEM: what a verifier that trusts the token's
-            # `alg` would check it against. Valid tokens never look like this.
-            secret = public_pem(self.private_key(kid))
-            mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-            return signing_input + "." + b64url(mac)
-        raise ValueError(f"unsupported alg {alg!r}")
+        header.pop("alg", None)
+        return jwt.encode(dict(payload), self.private_key(kid), algorithm=alg, headers=header)

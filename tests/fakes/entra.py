@@ -6,6 +6,8 @@ entra.requests_by[("on_behalf_of", oid)]      # ... per grant and client / user 
 entra.fail(status=503, error="temporarily_unavailable", code=...)   # until heal()
 entra.fail(times=1)                           # only the next request
 gate = entra.stall()                          # requests wait until gate.set()
+entra.mint_access_token(alg="none")           # forged tokens too (tests/fakes/jwtforge.py)
+entra.mint_access_token(kid="never-published")
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aiohttp import web
 
 from gateway.demo.entra import EntraStandIn, aad_error
 from gateway.tasks import spawn
+from tests.fakes.jwtforge import forge
 
 
 @dataclass
@@ -46,6 +49,22 @@ class FakeEntra(EntraStandIn):
         self.assertions: list[str] = []  # client_assertion values received, in order
         self._held = asyncio.Condition()
         self._counted = asyncio.Condition()
+
+    def mint_access_token(  # type: ignore[override]
+        self,
+        claims: Mapping[str, Any] | None = None,
+        *,
+        alg: str = "RS256",
+        kid: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """The stand-in's token, or with `alg` "none"/"HS256" or a `kid` the stand-in
+        does not publish, a forged one (same claims)."""
+        if alg == "RS256" and (kid is None or kid in self.keys.kids):
+            return super().mint_access_token(claims, kid=kid, headers=headers, **kwargs)
+        payload = self.access_token_claims(claims, **kwargs)
+        return forge(self.keys, payload, alg=alg, kid=kid, headers=headers)
 
     def identity(self, *audiences: str) -> dict[str, Any]:
         """The gateway's `identity` config block that trusts this stand-in."""

@@ -16,8 +16,10 @@ usage shares that pick the heaviest clients stay per process: a load balancer
 spreads each client's requests alike, so each process sees the same shares.
 
 When the store is unavailable, limits fail open (`state.on_error: open`, the
-default: the request passes, the failure is counted and logged) or closed
-(503 `state_unavailable`); never a 500, never a wait beyond `state.timeout_s`.
+default: the process's own limits apply, as with `backend: memory`, which
+never refuse what the fleet's would allow; the failure is counted and logged)
+or closed (503 `state_unavailable`); never a 500, never a wait beyond
+`state.timeout_s`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from gateway.state import RedisStore, StateUnavailable
 from gateway.tasks import spawn
 
 SYNC_S = 1.0  # how old the fleet's upstream figures may be in this process
+LOCAL = "local"  # the "ticket" of a request admitted by this process's own limiter
 
 
 class SharedLimits:
@@ -59,7 +62,12 @@ class SharedLimits:
             )
         except StateUnavailable as err:
             if self.store.fail_open:
-                return None
+                # this process's own bucket, as with `backend: memory`: never stricter
+                # than the fleet's (it is not drawn on while Redis answers), and a
+                # client hammering through an outage is still held to its limit per
+                # process
+                self.limiter.admit(client)
+                return LOCAL if rule.max_concurrent is not None else None
             raise StateUnavailableError(
                 f"the shared state backend is unavailable ({err.detail}) and state.on_error "
                 f"is closed: client {client.name!r}'s rate limit cannot be checked"
@@ -81,7 +89,10 @@ class SharedLimits:
         return ticket or None
 
     def release(self, client: Client, ticket: str) -> None:
-        spawn(self._release(client.name, ticket), name="state-release")
+        if ticket is LOCAL:
+            self.limiter.release(client)
+        else:
+            spawn(self._release(client.name, ticket), name="state-release")
 
     async def _release(self, client: str, ticket: str) -> None:
         try:

@@ -179,7 +179,7 @@ class RedisStore:
         now = self._clock()
         if now - self._warned_at >= WARN_EVERY_S:
             more = f" ({self._suppressed} more failures not logged)" if self._suppressed else ""
-            action = "limits fail open" if self.fail_open else "limited requests get 503"
+            action = "limits are per process" if self.fail_open else "limited requests get 503"
             log.warning(
                 "state backend unavailable (%s, during %s): %s; tokens come from this "
                 "process%s", self.last_error, operation, action, more,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from typing import Any
 
@@ -177,3 +178,71 @@ async def test_two_cold_gateways_make_one_token_request_and_store_it_sealed(
     for key, raw in await redis.dump():
         for needle in needles:
             assert needle not in key and needle not in raw, key
+
+
+async def test_on_behalf_of_tokens_are_shared_per_user_and_name_no_user(
+    make_gateway, make_fake_azdo, make_redis, make_entra
+):
+    """Each user's exchange happens once for the fleet; a user's token never serves
+    another; Redis holds neither the users' ids nor their assertions."""
+    aud, devs = "api://azdo-gateway", "6f0c6d8e-devs"
+    redis = await make_redis()
+    entra = await make_entra()
+    entra.register_app("gw", secret="gw-secret", identifier_uris=(aud,))
+    fake = await make_fake_azdo()
+    cfg = {
+        "upstream": {"hosts": {"main": fake.url}},
+        "identity": entra.identity(aud),
+        "credentials": {"caller": {"type": "on_behalf_of", "client_id": "gw",
+                                   "client_secret": "gw-secret"}},
+        "state": {"backend": "redis", "url": redis.url, "encryption_key": STATE_KEY,
+                  "timeout_s": 0.5},
+    }  # fmt: skip
+    policy = {
+        "devs.yaml": {
+            "clients": [
+                {
+                    "name": "developers",
+                    "credential": "caller",
+                    "scopes": ["vso.code"],
+                    "entra": {"groups": [devs]},
+                }
+            ]
+        }
+    }
+    gws = [await make_gateway(cfg, policy) for _ in range(2)]
+    users = ("alice-0b8e", "bob-77d1")
+    assertions = {u: entra.mint_access_token({"oid": u, "groups": [devs]}) for u in users}
+    async with aiohttp.ClientSession() as s:
+        for round_ in range(2):
+            for i, user in enumerate(users):
+                gw = gws[(i + round_) % 2]  # each user on both gateways
+                headers = {"Authorization": f"Bearer {assertions[user]}"}
+                async with s.get(gw.url + "/fabrikam/_apis/projects", headers=headers) as r:
+                    assert r.status == 200, await r.text()
+                sent = fake.seen[-1].headers["Authorization"].removeprefix("Bearer ")
+                claims = json.loads(base64.urlsafe_b64decode(sent.split(".")[1] + "=="))
+                assert claims["oid"] == user
+    for user in users:
+        assert entra.requests_by[("on_behalf_of", user)] == 1
+    upstream_tokens = {r.headers["Authorization"].removeprefix("Bearer ") for r in fake.seen}
+    needles = [*users, *assertions.values(), *upstream_tokens]
+    for key, raw in await redis.dump():
+        for needle in needles:
+            assert needle.encode() not in key and needle.encode() not in raw, key
+
+
+async def test_with_redis_down_each_process_applies_its_own_limit(
+    make_gateway, make_fake_azdo, make_redis
+):
+    """on_error: open is the memory backend's limits, not none: a client hammering a
+    gateway through an outage still gets 429 beyond its burst there."""
+    redis = await make_redis()
+    gws, fake, auth = await _fleet(
+        make_gateway, make_fake_azdo, redis, n=1, rate_limit={"per_minute": 60, "burst": 3}
+    )
+    await redis.stop()
+    async with aiohttp.ClientSession() as s:
+        got = await _statuses(s, [gws[0].url] * 5, auth)
+    assert got[:3] == [(200, None)] * 3
+    assert got[3:] == [(429, "rate_limited")] * 2

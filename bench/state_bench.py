@@ -28,7 +28,6 @@ import asyncio
 import base64
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -90,13 +89,19 @@ def write(dir: Path, gateway_yaml: dict[str, Any], clients: list[dict[str, Any]]
     return path
 
 
-def redis_state(url: str) -> dict[str, Any]:
-    return {"backend": "redis", "url": url, "encryption_key": STATE_KEY}
+def redis_state(url: str, timeout_s: float = 0.05) -> dict[str, Any]:
+    return {"backend": "redis", "url": url, "encryption_key": STATE_KEY, "timeout_s": timeout_s}
 
 
 def client(name: str, key: str, credential: str = "pat", **extra: Any) -> dict[str, Any]:
     return {"name": name, "credential": credential, "scopes": ["vso.project"],
             "api_keys": [{"id": "k1", "sha256": key_sha256(key)}], **extra}  # fmt: skip
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -118,6 +123,7 @@ async def cost(work: Path, redis_url: str, up: str, rounds: int, n: int) -> dict
     )
     auth = {"Authorization": aiohttp.encode_basic_auth("", key)}
     samples: dict[str, list[float]] = {"memory": [], "redis": []}
+    cpu: dict[str, float] = {"memory": 0.0, "redis": 0.0}
     try:
         async with aiohttp.ClientSession() as s:
 
@@ -134,14 +140,20 @@ async def cost(work: Path, redis_url: str, up: str, rounds: int, n: int) -> dict
             await drive(memory.url, 200)
             await drive(shared.url, 200)
             for _ in range(rounds):
-                samples["memory"] += await drive(memory.url, n)
-                samples["redis"] += await drive(shared.url, n)
+                for name, proc in (("memory", memory), ("redis", shared)):
+                    before = cpu_s(proc.proc.pid)
+                    samples[name] += await drive(proc.url, n)
+                    cpu[name] += cpu_s(proc.proc.pid) - before
     finally:
         await memory.stop()
         await shared.stop()
     out: dict[str, Any] = {}
     for name, values in samples.items():
-        out[name] = {"p50_ms": pct(values, 0.5) * 1e3, "p99_ms": pct(values, 0.99) * 1e3}
+        out[name] = {"p50_ms": pct(values, 0.5) * 1e3, "p99_ms": pct(values, 0.99) * 1e3,
+                     "cpu_ms_per_request": cpu[name] / len(values) * 1e3}  # fmt: skip
+    out["added_cpu_ms_per_request"] = (
+        out["redis"]["cpu_ms_per_request"] - out["memory"]["cpu_ms_per_request"]
+    )
     out["added_p50_ms"] = out["redis"]["p50_ms"] - out["memory"]["p50_ms"]
     out["ratio_p50"] = out["redis"]["p50_ms"] / out["memory"]["p50_ms"]
     return out
@@ -188,13 +200,15 @@ async def admit_calls(redis_url: str, n: int) -> dict[str, float]:
 # --- 2. accuracy ----------------------------------------------------------------
 
 
-async def accuracy(work: Path, redis_url: str, up: str, duration: float) -> dict[str, Any]:
+async def accuracy(
+    work: Path, redis_url: str, up: str, duration: float, timeout_s: float
+) -> dict[str, Any]:
     key = new_key()
     per_minute, burst = 600, 10
     clients = [client("limited", key, rate_limit={"per_minute": per_minute, "burst": burst})]
     cfg = write(work / "accuracy", {"upstream": {"hosts": {"main": up}},
                 "credentials": {"pat": {"type": "pat", "pat": "upstream-pat"}},
-                "state": redis_state(redis_url)}, clients)  # fmt: skip
+                "state": redis_state(redis_url, timeout_s)}, clients)  # fmt: skip
     fleet = await asyncio.gather(*(GatewayProcess.start(cfg) for _ in range(3)))
     auth = {"Authorization": aiohttp.encode_basic_auth("", key)}
     statuses: Counter[int] = Counter()
@@ -215,6 +229,12 @@ async def accuracy(work: Path, redis_url: str, up: str, duration: float) -> dict
 
             await asyncio.gather(*(loop(i) for i in range(6)))
             elapsed = time.monotonic() - started
+            state_errors = 0.0
+            for proc in fleet:  # admissions Redis did not answer in time (per-process limits)
+                async with s.get(proc.admin + "/metrics") as r:
+                    for line in (await r.text()).splitlines():
+                        if line.startswith("azdo_gateway_state_errors_total{"):
+                            state_errors += float(line.rsplit(" ", 1)[1])
     finally:
         await asyncio.gather(*(p.stop() for p in fleet))
     expected = burst + per_minute / 60 * elapsed
@@ -227,6 +247,7 @@ async def accuracy(work: Path, redis_url: str, up: str, duration: float) -> dict
         "rejected_429": statuses[429],
         "other": {k: v for k, v in statuses.items() if k not in (200, 429)},
         "admitted_per_process": [per_process[i] for i in range(3)],
+        "state_errors": state_errors,
     }
 
 
@@ -288,7 +309,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             print(json.dumps({"cost": figures["cost"]}, indent=1), flush=True)
             figures["admit"] = await admit_calls(redis.url, args.requests)
             print(json.dumps({"admit": figures["admit"]}, indent=1), flush=True)
-            figures["accuracy"] = await accuracy(work, redis.url, up, args.duration)
+            figures["accuracy"] = await accuracy(work, redis.url, up, args.duration, args.timeout)
             print(json.dumps({"accuracy": figures["accuracy"]}, indent=1), flush=True)
             figures["cold_fleet"] = await cold_fleet(work, redis.url, up, args.concurrent)
             print(json.dumps({"cold_fleet": figures["cold_fleet"]}, indent=1), flush=True)
@@ -305,6 +326,8 @@ if __name__ == "__main__":
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--requests", type=int, default=1000, help="per round and backend")
     p.add_argument("--concurrent", type=int, default=500, help="cold fleet requests")
+    p.add_argument("--timeout", type=float, default=0.05, help="state.timeout_s, accuracy run")
+    p.add_argument("--parts", default="cost,admit,accuracy,cold", help="which to run")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args()
     result = asyncio.run(main(args))

@@ -64,3 +64,34 @@ def test_check_output(
 
 def test_cases_exist() -> None:
     assert len(CASES) >= 30
+
+
+def test_every_warning_code_is_documented() -> None:
+    """docs/configuration.md's table of warning codes is WARNINGS, no more, no less."""
+    from gateway.config.problems import WARNINGS
+
+    text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    table = text.split("| Code | Warns about |", 1)[1].split("\n\n", 1)[0]
+    documented = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)
+    assert sorted(documented) == sorted(WARNINGS), "add the code to docs/configuration.md"
+
+
+def test_every_warning_raised_has_a_known_code() -> None:
+    """The code of every warning the gateway raises is one `acknowledge` takes: the last
+    argument of `sources.warning(...)` (and of its local aliases `warn`, `warning`)."""
+    import ast
+
+    from gateway.config.problems import WARNINGS
+
+    used = set()
+    for path in (Path(__file__).parents[2] / "gateway").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or len(node.args) != 3:
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            code = node.args[2]
+            if name in ("warning", "warn") and isinstance(code, ast.Constant):
+                used.add(code.value)
+    assert len(used) >= 12, sorted(used)  # the walk still finds them
+    assert used <= set(WARNINGS), sorted(used - set(WARNINGS))

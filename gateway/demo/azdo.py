@@ -216,6 +216,7 @@ class AzdoStandIn:
         self.route(m, "POST", "/{org}/{project}/_apis/build/builds", self._queue_build)
         self.route(m, "GET", "/{org}/{project}/_apis/build/builds/{build}", self._build_get)
         self.route(m, "GET", "/{org}/{project}/_apis/wit/workItems/{id}", self._work_item)
+        self.route(m, "GET", "/{org}/_apis/wit/workItems", self._work_items)
         self.route(m, "*", "/{org}/{project}/_git/{repo}/{*tail}", self._git)
         self.route(m, "*", "/{org}/_git/{repo}/{*tail}", self._git)
         self.route("vsrm", "GET", "/{org}/{project}/_apis/release/releases", self._releases)
@@ -358,6 +359,29 @@ class AzdoStandIn:
                 "have permissions to read it.",
             )
         return _json(self.org.work_item_json(project, int(p["id"])))
+
+    async def _work_items(self, request: web.Request, host: str, p: dict[str, str]) -> web.Response:
+        """`GET /{org}/_apis/wit/workItems?ids=1,2`: work items by id, in any project."""
+        if p["org"].lower() != self.org.name:
+            return azdo_error(404, "AccountNotFoundException", f"{p['org']} was not found.")
+        try:
+            ids = [int(x) for x in request.query.get("ids", "").split(",") if x.strip()]
+        except ValueError:
+            ids = []
+        if not ids:
+            return azdo_error(
+                400, "InvalidArgumentValueException", "The ids parameter must be a list of ids."
+            )
+        missing = [i for i in ids if i not in (1, 2, 3)]
+        if missing:
+            return azdo_error(
+                404,
+                "WorkItemUnauthorizedAccessException",
+                f"TF401232: Work item {missing[0]} does not exist, or you do not "
+                "have permissions to read it.",
+            )
+        project = self.org.projects[0]
+        return _collection([self.org.work_item_json(project, i) for i in ids])
 
     async def _releases(self, request: web.Request, host: str, p: dict[str, str]) -> web.Response:
         project = self._project(p)

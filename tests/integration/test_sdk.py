@@ -108,6 +108,9 @@ async def test_sdk_end_to_end_through_the_gateway(
             1, project="Fabrikam-Fiber"
         )
         out["work_item"] = (wi.fields["System.Title"], wi.url, wi._links.additional_properties)
+        # no project: GET /fabrikam/_apis/wit/workItems?ids=1,2, a form of wit.WorkItems_List
+        wis = conn.clients_v7_1.get_work_item_tracking_client().get_work_items([1, 2])
+        out["work_items"] = [(w.id, w.fields["System.Title"]) for w in wis]
         return out
 
     out = await asyncio.to_thread(run)
@@ -135,6 +138,9 @@ async def test_sdk_end_to_end_through_the_gateway(
     title, wi_url, links = out["work_item"]
     assert title == "Checkout fails for guest users" and wi_url.startswith(gw_url + "/fabrikam/")
     assert links["html"]["href"].startswith(azdo.hosts["main"])
+    assert [i for i, _ in out["work_items"]] == [1, 2]
+    assert out["work_items"][0][1] == title
+    assert any("/fabrikam/_apis/wit/workItems?" in u and "ids=1%2C2" in u for u in sdk), sdk
     # The SDK found the release host through resourceAreas and only ever talked to the gateway.
     assert any("/_hosts/vsrm/fabrikam/" in u and "release/releases" in u.lower() for u in sdk)
     assert {_origin(u) for u in sdk} == {gw_url}

@@ -29,6 +29,7 @@ load balancers write).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -107,21 +108,42 @@ def _trusted(addr: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
     return any(addr.version == net.version and addr in net for net in networks)
 
 
+def _classify(text: str, networks: tuple[IPNetwork, ...]) -> tuple[str | None, bool]:
+    """(the hop's normalized address or None, whether it is a trusted proxy)."""
+    addr = parse_address(text)
+    if addr is None:
+        return None, False
+    return str(addr), _trusted(addr, networks)
+
+
+# The same few addresses (the proxies, busy clients) come again and again, and
+# parsing one costs several times a dictionary lookup. Only short texts are kept,
+# so the cache stays small whatever clients write.
+_classify_cached = functools.lru_cache(maxsize=4096)(_classify)
+_CACHED_LENGTH = 64
+
+
+def _hop(text: str, networks: tuple[IPNetwork, ...]) -> tuple[str | None, bool]:
+    if len(text) <= _CACHED_LENGTH:
+        return _classify_cached(text, networks)
+    return _classify(text, networks)
+
+
 def client_address(
     peer: str | None, headers: MultiMapping[str], networks: tuple[IPNetwork, ...]
 ) -> str | None:
     """The request's source address (see the module docstring); None without a peer."""
     if not networks or peer is None:
         return peer
-    believed = parse_address(peer)
-    if believed is None or not _trusted(believed, networks):
+    believed, trusted = _hop(peer, networks)
+    if believed is None or not trusted:
         return peer
     hops = forwarded_hops(headers)
     for hop in reversed(hops[-MAX_HOPS:]):
-        addr = parse_address(hop)
+        addr, trusted = _hop(hop, networks)
         if addr is None:
             break
         believed = addr
-        if not _trusted(addr, networks):
+        if not trusted:
             break
-    return str(believed)
+    return believed

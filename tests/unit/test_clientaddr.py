@@ -106,3 +106,15 @@ def test_networks_are_strict():
     ]
     with pytest.raises(ValueError):
         parse_networks(["10.0.0.1/8"])
+
+
+def test_only_short_hops_are_remembered():
+    from gateway import clientaddr
+
+    client_address("10.0.0.5", headers(), TRUSTED)  # the peer is remembered
+    before = clientaddr._classify_cached.cache_info().currsize
+    long_hop = "x" * 200
+    assert client_address("10.0.0.5", headers((XFF, long_hop)), TRUSTED) == "10.0.0.5"
+    assert clientaddr._classify_cached.cache_info().currsize == before
+    client_address("10.0.0.5", headers((XFF, "203.0.113.99")), TRUSTED)
+    assert clientaddr._classify_cached.cache_info().currsize == before + 1

@@ -64,10 +64,6 @@ class Authentication:
             await shared.check(remote)
         try:
             presented = presented_credential(request.headers, max_bytes=self._max_bytes)
-            if presented is not None and not presented.is_jwt:
-                # A gateway key, the usual case: `_identify` would await the key
-                # authenticator, which does just this (no I/O), through two coroutines.
-                return self.api_keys.verify(presented.secret)
             identity = await self._identify(request, presented)
         except (Unauthenticated, Denied) as err:
             if err.reason != "unauthenticated":  # a wrong credential, not a missing one

@@ -202,17 +202,15 @@ class Forwarder:
         read_timeout = fw.timeout.sock_read
         loop = asyncio.get_running_loop()
         answered = False
-        async with asyncio.timeout(None) as deadline:
-            if read_timeout is not None:
+        # Without a body the request is sent at once: the deadline starts now.
+        async with asyncio.timeout(read_timeout if body is None else None) as deadline:
+            if read_timeout is not None and body is not None:
 
                 def sent() -> None:
                     if not answered:
                         deadline.reschedule(loop.time() + read_timeout)
 
-                if body is None:
-                    sent()
-                else:
-                    body.on_end = sent
+                body.on_end = sent
             proxy = fw.proxies[ctx.host]
             try:
                 up = await session.request(

@@ -5,8 +5,10 @@
 
 Starts, each in its own process: a local upstream (aiohttp), the gateway
 (`azdo-gateway run --workers 1`: real authentication, catalog, policy, PAT
-injection, rewriting, metrics and audit) and a minimal aiohttp forwarder (one
-ClientSession, bodies streamed with iter_any, nothing else). Then, alternating
+injection, rewriting, metrics and audit) and a minimal forwarder on the same
+aiohttp server and client (the low-level web.Server, the gateway's own
+ClientSession with its connection limits; bodies streamed with iter_any,
+nothing else). Then, alternating
 between the two proxies so both see the same machine state:
 
 - latency: one connection, back-to-back small JSON requests: p50, p99
@@ -52,6 +54,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = "/fabrikam/_apis/projects?api-version=7.1"
@@ -131,22 +134,13 @@ def upstream_app() -> web.Application:
     return app
 
 
-def forwarder_app(upstream: str) -> web.Application:
-    """The baseline: what any aiohttp reverse proxy has to do, and nothing more."""
-    session: aiohttp.ClientSession | None = None
+def forwarder_server(upstream: str, session: aiohttp.ClientSession) -> web.Server:
+    """The baseline: what any aiohttp reverse proxy has to do, and nothing more, on
+    the same aiohttp server (the low-level `web.Server`, as the gateway's listener)
+    and the same client (the gateway's own `open_session`: connection limits, no
+    cookie jar, no automatic headers, no decompression)."""
 
-    async def start(app: web.Application) -> AsyncIterator[None]:
-        nonlocal session
-        session = aiohttp.ClientSession(
-            auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        yield
-        await session.close()
-
-    async def forward(request: web.Request) -> web.StreamResponse:
-        assert session is not None
+    async def forward(request: web.BaseRequest) -> web.StreamResponse:
         headers = {
             k: v
             for k, v in request.headers.items()
@@ -155,7 +149,7 @@ def forwarder_app(upstream: str) -> web.Application:
         data = request.content if request.body_exists else None
         async with session.request(
             request.method,
-            upstream + request.raw_path,
+            URL(upstream + request.raw_path, encoded=True),
             headers=headers,
             data=data,
             allow_redirects=False,
@@ -170,10 +164,7 @@ def forwarder_app(upstream: str) -> web.Application:
             await response.write_eof()
             return response
 
-    app = web.Application(client_max_size=0)
-    app.cleanup_ctx.append(start)
-    app.router.add_route("*", "/{tail:.*}", forward)
-    return app
+    return web.Server(forward, access_log=None, handler_cancellation=True)
 
 
 def serve_role(role: str, upstream: str) -> None:
@@ -184,8 +175,15 @@ def serve_role(role: str, upstream: str) -> None:
         uvloop.install()
 
     async def main() -> None:
-        app = upstream_app() if role == "upstream" else forwarder_app(upstream)
-        runner = web.AppRunner(app, access_log=None)
+        runner: web.BaseRunner
+        if role == "upstream":
+            runner = web.AppRunner(upstream_app(), access_log=None)
+        else:
+            from gateway.config.model import Upstream
+            from gateway.proxy.upstream import open_session
+
+            session = open_session(Upstream(hosts={"main": upstream}))
+            runner = web.ServerRunner(forwarder_server(upstream, session))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
         print(runner.addresses[0][1], flush=True)

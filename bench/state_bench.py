@@ -305,14 +305,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         redis = await start_redis(work / "redis", tcp=True)
         runner, up = await upstream()
         try:
-            figures["cost"] = await cost(work, redis.url, up, args.rounds, args.requests)
-            print(json.dumps({"cost": figures["cost"]}, indent=1), flush=True)
-            figures["admit"] = await admit_calls(redis.url, args.requests)
-            print(json.dumps({"admit": figures["admit"]}, indent=1), flush=True)
-            figures["accuracy"] = await accuracy(work, redis.url, up, args.duration, args.timeout)
-            print(json.dumps({"accuracy": figures["accuracy"]}, indent=1), flush=True)
-            figures["cold_fleet"] = await cold_fleet(work, redis.url, up, args.concurrent)
-            print(json.dumps({"cold_fleet": figures["cold_fleet"]}, indent=1), flush=True)
+            parts = set(args.parts.split(","))
+            if "cost" in parts:
+                figures["cost"] = await cost(work, redis.url, up, args.rounds, args.requests)
+            if "admit" in parts:
+                figures["admit"] = await admit_calls(redis.url, args.requests)
+            if "accuracy" in parts:
+                figures["accuracy"] = await accuracy(
+                    work, redis.url, up, args.duration, args.timeout
+                )
+            if "cold" in parts:
+                figures["cold_fleet"] = await cold_fleet(work, redis.url, up, args.concurrent)
+            print(json.dumps(figures, indent=1), flush=True)
         finally:
             await runner.cleanup()
             await redis.close()

@@ -290,7 +290,7 @@ class Limiter:
         if shared is None:
             self.admit(client)
         else:
-            ticket = await shared.admit(client)
+            ticket = await shared.admit(client, ctx.source)
             shared.sync(credential)
         try:
             # (delay_for first: pace() is a coroutine, and is seldom needed)

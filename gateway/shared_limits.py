@@ -28,6 +28,8 @@ import math
 import secrets
 import time
 
+from gateway.authn.shared_throttle import slowed_down
+from gateway.authn.throttle import MAX_FAILURES, source_key
 from gateway.config.model import Client
 from gateway.errors import StateUnavailableError, TooManyRequests
 from gateway.limits import STALE_S, Limiter, _Credential, default_burst
@@ -45,10 +47,19 @@ class SharedLimits:
         self.lease_s = lease_s
         self._synced: dict[str, float] = {}  # credential -> when its sync was started
 
-    async def admit(self, client: Client) -> str | None:
-        """Admit one request of `client`; the ticket to release, if it holds one."""
+    async def admit(self, client: Client, source: str | None = None) -> str | None:
+        """Admit one request of `client` from `source`; the ticket to release, if it
+        holds one. The fleet's failed-authentication count of `source` is checked in
+        the same Redis call (see gateway.authn.shared_throttle)."""
         rule = client.rate_limit
+        where = source_key(source)
         if rule is None:
+            try:
+                failures, left = await self.store.failed_authentications(where)
+            except StateUnavailable:
+                return None  # the process's own count was checked at authentication
+            if failures >= MAX_FAILURES:
+                raise slowed_down(left)
             return None
         ticket = secrets.token_hex(8) if rule.max_concurrent is not None else ""
         try:
@@ -59,6 +70,8 @@ class SharedLimits:
                 max_concurrent=rule.max_concurrent,
                 ticket=ticket,
                 lease_s=self.lease_s,
+                source=where,
+                max_failures=MAX_FAILURES,
             )
         except StateUnavailable as err:
             if self.store.fail_open:
@@ -72,6 +85,8 @@ class SharedLimits:
                 f"the shared state backend is unavailable ({err.detail}) and state.on_error "
                 f"is closed: client {client.name!r}'s rate limit cannot be checked"
             ) from None
+        if code == 3:
+            raise slowed_down(retry)
         if code == 1:
             raise TooManyRequests(
                 f"client {client.name!r} already has {rule.max_concurrent} requests in "

@@ -61,7 +61,7 @@ class Authentication:
         if shared is None:
             self.throttle.check(remote)
         else:
-            await shared.check(remote)
+            shared.check(remote)
         try:
             presented = presented_credential(request.headers, max_bytes=self._max_bytes)
             identity = await self._identify(request, presented)

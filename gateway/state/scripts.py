@@ -9,10 +9,17 @@ and then called by their SHA1 (EVALSHA); see `redis.commands.core.Script`.
 from __future__ import annotations
 
 # KEYS[1] the client's bucket (hash: tokens, at), KEYS[2] its requests in flight
-# (sorted set: ticket -> lease end, ms). ARGV: rate (tokens per ms), burst,
-# max_concurrent (0: none), ticket, lease (ms).
-# Returns {0, 0} admitted, {1, 0} too many in flight, {2, ms} over the rate.
+# (sorted set: ticket -> lease end, ms), KEYS[3] the request source's failed
+# authentications. ARGV: rate (tokens per ms), burst, max_concurrent (0: none),
+# ticket, lease (ms), max failures (0: no check).
+# Returns {0, 0} admitted, {1, 0} too many in flight, {2, ms} over the rate,
+# {3, ms} the source is slowed down after failed authentications (ms left).
 ADMIT = """
+local maxf = tonumber(ARGV[6])
+if maxf > 0 then
+  local failures = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if failures >= maxf then return {3, redis.call('PTTL', KEYS[3])} end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local maxc = tonumber(ARGV[3])

@@ -211,25 +211,32 @@ class RedisStore:
         max_concurrent: int | None,
         ticket: str,
         lease_s: float,
+        source: str = "",
+        max_failures: int = 0,
     ) -> tuple[int, float]:
-        """(0, 0) admitted; (1, 0) over max_concurrent; (2, seconds) over the rate."""
-        keys = [self.key("rl", client), self.key("cc", client)]
+        """(0, 0) admitted; (1, 0) over max_concurrent; (2, seconds) over the rate;
+        (3, seconds) `source` has `max_failures` failed authentications (checked
+        first, in the same call: one round trip per request)."""
+        keys = [self.key("rl", client), self.key("cc", client), self._failure_key(source)]
         args: list[str | int] = [repr(per_minute / 60_000.0), burst, max_concurrent or 0, ticket,
-                int(lease_s * 1000)]  # fmt: skip
+                int(lease_s * 1000), max_failures]  # fmt: skip
         code, ms = await self._call("admit", lambda: self._admit(keys, args))
         return int(code), int(ms) / 1000.0
+
+    def _failure_key(self, source: str) -> str:
+        return self.key("fa", self.sealer.name("source", source))
 
     async def release(self, client: str, ticket: str) -> None:
         await self._call("release", lambda: self.client.zrem(self.key("cc", client), ticket))
 
     async def failed_authentication(self, source: str, window_s: float) -> tuple[int, float]:
         """Count one failure from `source`: (failures in its window, seconds left)."""
-        keys = [self.key("fa", self.sealer.name("source", source))]
+        keys = [self._failure_key(source)]
         n, ms = await self._call("throttle", lambda: self._fail(keys, [int(window_s * 1000)]))
         return int(n), int(ms) / 1000.0
 
     async def failed_authentications(self, source: str) -> tuple[int, float]:
-        keys = [self.key("fa", self.sealer.name("source", source))]
+        keys = [self._failure_key(source)]
         n, ms = await self._call("throttle", lambda: self._failures(keys, []))
         return int(n), max(0, int(ms)) / 1000.0
 

@@ -74,18 +74,16 @@ async def test_max_concurrent_counts_tickets_until_released(store: RedisStore) -
 
 async def test_a_lease_ends_on_its_own(store: RedisStore) -> None:
     """A replica that died holding a ticket does not hold the client's slot forever."""
-    assert (
-        await store.admit("ci", per_minute=6000, burst=100, max_concurrent=1, ticket="a",
-                          lease_s=0.001)
-    )[0] == 0  # fmt: skip
-    # the lease (1 ms) is over by the next call's Redis time
-    r = store.client
-    while await r.zscore(store.key("cc", "ci"), "a") is not None and (
-        await store.admit("ci", per_minute=6000, burst=100, max_concurrent=1, ticket="b",
-                          lease_s=60)
-    )[0] == 1:  # fmt: skip
+
+    def admit(ticket: str, lease_s: float) -> Any:
+        return store.admit("ci", per_minute=6000, burst=100, max_concurrent=1, ticket=ticket,
+                           lease_s=lease_s)  # fmt: skip
+
+    assert (await admit("a", 0.001))[0] == 0
+    while (await admit("b", 60))[0] == 1:  # until Redis' clock is past a's 1 ms lease
         pass
-    assert await r.zscore(store.key("cc", "ci"), "b") is not None
+    assert await store.client.zscore(store.key("cc", "ci"), "b") is not None
+    assert await store.client.zscore(store.key("cc", "ci"), "a") is None
 
 
 async def test_failed_authentications_count_per_source_in_a_window(store: RedisStore) -> None:
@@ -177,3 +175,15 @@ async def test_a_frozen_redis_costs_a_call_its_timeout_and_no_more(redis: Any) -
         assert await store.failed_authentications("x") == (0, 0)
     finally:
         await store.close()
+
+
+async def test_admission_checks_the_sources_failures_in_the_same_call(store: RedisStore) -> None:
+    def admit() -> Any:
+        return store.admit("ci", per_minute=6000, burst=100, max_concurrent=None, ticket="",
+                           lease_s=60, source="203.0.113.7", max_failures=3)  # fmt: skip
+
+    assert (await admit())[0] == 0
+    for _ in range(3):
+        await store.failed_authentication("203.0.113.7", 60)
+    code, left = await admit()
+    assert code == 3 and 50 < left <= 60

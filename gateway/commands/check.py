@@ -98,7 +98,8 @@ def summary(config: object, catalog_size: int, out: TextIO) -> None:
     print(_wrap("audit", "stdout" if gw.audit.file == "-" else (gw.audit.file or "off")), file=out)
     if gw.state.backend == "redis":
         text = f"redis, keys under '{gw.state.key_prefix}', tokens encrypted"
-        text += "; limits fail " + gw.state.on_error + f" (timeout {gw.state.timeout_s:g}s)"
+        down = "per-process limits" if gw.state.on_error == "open" else "503 for limited clients"
+        text += f"; Redis down: {down} (timeout {gw.state.timeout_s:g}s)"
         print(_wrap("state", text), file=out)
     print(_wrap("body limits", describe(gw.limits)), file=out)
     print(_wrap("policies", ", ".join(policy_files) or "none"), file=out)

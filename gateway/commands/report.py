@@ -2,9 +2,12 @@
 
 Reads audit lines (files, or "-" for stdin) and prints, per client: the scopes
 it is granted (from the configuration), the scopes its allowed traffic needed,
-its denials by reason, and the smallest grant that would have allowed all of
-its allowed traffic, as policy YAML ready to paste. Traffic a client in
-`mode: report` made counts as allowed: that is what report mode is for.
+its denials by reason, its would-be denials (`gateway.commands.report_denials`:
+reason, method, path shape, and the grant or route rule that would allow them),
+and the smallest grant that would have allowed all of its allowed traffic, as
+policy YAML ready to paste, with the route rules the calls no operation matches
+would need. Traffic a client in `mode: report` made counts as allowed: that is
+what report mode is for; what it would have been denied is listed all the same.
 
 "Smallest" uses the catalog's scope inclusion: the grant whose scopes
 together include the fewest scopes, then the fewest high-privilege ones, then
@@ -25,6 +28,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from gateway.commands import report_denials
 
 HELP = "least-privilege report per client from the audit trail"
 UNAUTHENTICATED = "(unauthenticated)"
@@ -83,6 +88,7 @@ class Usage:
     denials: Counter[str] = field(default_factory=Counter)
     missing: Counter[str] = field(default_factory=Counter)  # operations denied for scope
     needs: dict[frozenset[str], Counter[str]] = field(default_factory=dict)  # any-of -> ops
+    would_deny: dict[tuple[str, ...], report_denials.Denial] = field(default_factory=dict)
     first: str | None = None
     last: str | None = None
 
@@ -107,6 +113,8 @@ def read_lines(
 def collect(entries: Iterable[dict[str, Any]]) -> dict[str, Usage]:
     usage: dict[str, Usage] = {}
     for e in entries:
+        if e.get("kind", "request") != "request":  # the gateway's own calls (project lookups)
+            continue
         name = e.get("client") or UNAUTHENTICATED
         u = usage.setdefault(name, Usage(name))
         u.requests += 1
@@ -125,6 +133,7 @@ def collect(entries: Iterable[dict[str, Any]]) -> dict[str, Usage]:
             u.denials[reason] += 1
             if reason == "missing_scope":
                 u.missing[op] += 1
+        report_denials.add(u.would_deny, e)
     return usage
 
 
@@ -204,6 +213,7 @@ def analyse(
     usage: dict[str, Usage], granted: dict[str, tuple[str, ...]], inc: Inclusion
 ) -> list[dict[str, Any]]:
     out = []
+    rule_names: set[str] = set()
     for name in sorted(set(usage) | set(granted)):
         u = usage.get(name, Usage(name))
         needed = smallest_grant(u.needs, inc) if name != UNAUTHENTICATED else []
@@ -221,6 +231,9 @@ def analyse(
             ],
             "granted": list(grant) if grant is not None else None,
             "recommended": needed if name != UNAUTHENTICATED else None,
+            "wouldBeDenied": report_denials.summarize(name, u.would_deny.values(), rule_names)
+            if name != UNAUTHENTICATED
+            else [],
             "first": u.first,
             "last": u.last,
         }
@@ -270,10 +283,24 @@ def render_yaml(report: list[dict[str, Any]], header: list[str]) -> str:
                     "  # NOTE: allowed traffic needed scopes the grant lacks (report "
                     f"mode): {_yaml_list(e['wouldNotCover'])}"
                 )
+        lines.extend(report_denials.render(e["wouldBeDenied"]))
         if not e["requests"]:
             lines.append("  # no traffic in this period: consider removing the client")
         lines.append(f"  - name: {e['client']}")
         lines.append(f"    scopes: {_yaml_list(e['recommended'])}")
+    rules = [d["routeRule"] for e in report for d in e["wouldBeDenied"] if d["routeRule"]]
+    if rules:
+        lines.append("# Route rules for the calls no catalog operation covers: each allows the one")
+        lines.append("# shape seen, for the one client; review them before pasting.")
+        lines.append("routes:")
+        for rule in rules:
+            match = ", ".join(f"{k}: {json.dumps(v)}" for k, v in rule["match"].items())
+            lines += [
+                f"  - name: {rule['name']}",
+                f"    match: {{{match}}}",
+                "    allow: true",
+                f"    clients: {_yaml_list(rule['clients'])}",
+            ]
     unauth = next((e for e in report if e["client"] == UNAUTHENTICATED), None)
     if unauth:
         lines.append(

@@ -191,3 +191,42 @@ def test_bad_input_is_a_clear_error(argv, message, capsys, tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/fabrikam/Fiber/_apis/x/12", "/{organization}/{project}/_apis/x/{id}"),
+        ("/fabrikam/_apis/x/6CE954B1-CE1F-45D1-B94D-E6BF2464BA2C", "/{organization}/_apis/x/{id}"),
+        (
+            "/fabrikam/Fiber/_git/app/commit/0123abcd",
+            "/{organization}/{project}/_git/{repository}/commit/{id}",
+        ),
+        (
+            "/fabrikam/_packaging/feed1/pypi/simple/x",
+            "/{organization}/_packaging/{feed}/pypi/simple/x",
+        ),
+        ("/_apis/profile/profiles/me", "/_apis/profile/profiles/me"),
+        ("/fabrikam/Fiber/_apis/wit/workitems", "/{organization}/{project}/_apis/wit/workitems"),
+        ("/fabrikam", "/{organization}"),
+        ("/fabrikam/_apis/cafe/beef", "/{organization}/_apis/cafe/beef"),  # no digit: a word
+    ],
+)
+def test_paths_are_grouped_by_their_shape(path, expected):
+    from gateway.commands.report_denials import shape
+
+    assert shape(path) == expected
+
+
+def test_lookup_lines_are_not_client_traffic(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no gateway.yaml here
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text(
+        line("ci", "allow", ["vso.code"])
+        + "\n"
+        + json.dumps({"kind": "project_lookup", "time": "2026-11-23T10:00:00.000Z", "client": "ci"})
+        + "\n"
+    )
+    assert main(["report", "--audit", str(audit), "--json"]) == 0
+    (ci,) = json.loads(capsys.readouterr().out)["clients"]
+    assert (ci["requests"], ci["wouldBeDenied"]) == (1, [])

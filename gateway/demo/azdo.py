@@ -12,7 +12,7 @@ resourceAreas, connectionData) and git smart HTTP through real `git http-backend
 Authentication: a request must carry a credential `check_auth` accepts (the
 gateway's injected token). Without one it answers 401, or, unless the request
 says `X-TFS-FedAuthRedirect: Suppress`, 203 with a sign-in page, as Azure DevOps
-does. Tests add recording and fault injection by overriding `intercept()`.
+does. Tests add request recording in tests/fakes/azdo_standin.py.
 """
 
 from __future__ import annotations
@@ -122,10 +122,6 @@ class AzdoStandIn:
             await runner.cleanup()
         self._runners.clear()
 
-    async def intercept(self, host: str, request: web.Request) -> web.StreamResponse | None:
-        """Tests override this to record requests or inject faults; None: serve normally."""
-        return None
-
     # --- dispatch ---------------------------------------------------------------
 
     def route(self, host: str, method: str, template: str, handler: Handler) -> None:
@@ -135,9 +131,7 @@ class AzdoStandIn:
 
     def _handler(self, host: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            response = await self.intercept(host, request)
-            if response is None:
-                response = await self._dispatch(host, request)
+            response = await self._dispatch(host, request)
             if not response.prepared:
                 for name in ("ActivityId", "X-TFS-ProcessId", "X-VSS-E2EID"):
                     response.headers.setdefault(name, str(uuid.uuid4()))

@@ -1,5 +1,6 @@
-"""The packaged Azure DevOps stand-in with request recording, and a guard that
-notices any request a real client sends somewhere other than the gateway."""
+"""The packaged Azure DevOps stand-in with request recording and an `intercept()`
+hook for canned answers, and a guard that notices any request a real client sends
+somewhere other than the gateway."""
 
 from __future__ import annotations
 
@@ -38,7 +39,12 @@ class RecordingAzdo(AzdoStandIn):
         super().__init__(root, lambda got: hmac.compare_digest(got, expected))
         self.received: list[Received] = []
 
+    async def _dispatch(self, host: str, request: web.Request) -> web.StreamResponse:
+        hooked = await self.intercept(host, request)
+        return hooked if hooked is not None else await super()._dispatch(host, request)
+
     async def intercept(self, host: str, request: web.Request) -> web.StreamResponse | None:
+        """Records the request; subclasses may answer it instead (None: serve normally)."""
         self.received.append(
             Received(
                 host,

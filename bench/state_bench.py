@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,24 +44,12 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.authn.api_key import key_sha256, new_key  # noqa: E402
 from gateway.config.model import State  # noqa: E402
-from gateway.demo.entra import EntraStandIn  # noqa: E402
 from gateway.state import RedisStore  # noqa: E402
+from tests.fakes.entra import FakeEntra  # noqa: E402
 from tests.fleet import GatewayProcess  # noqa: E402
 from tests.redisd import start_redis  # noqa: E402
 
 STATE_KEY = base64.b64encode(os.urandom(32)).decode()
-
-
-class CountingEntra(EntraStandIn):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.token_requests: Counter[str] = Counter()
-
-    async def intercept(
-        self, grant: str, params: Mapping[str, str], request: web.Request
-    ) -> web.StreamResponse | None:
-        self.token_requests[params.get("client_id", "?")] += 1
-        return None
 
 
 async def upstream() -> tuple[web.AppRunner, str]:
@@ -255,7 +242,7 @@ async def accuracy(
 
 
 async def cold_fleet(work: Path, redis_url: str, up: str, concurrent: int) -> dict[str, Any]:
-    entra = CountingEntra()
+    entra = FakeEntra()
     await entra.start()
     secrets = {"sp-a": "secret-a", "sp-b": "secret-b"}
     for app, secret in secrets.items():
@@ -294,7 +281,9 @@ async def cold_fleet(work: Path, redis_url: str, up: str, concurrent: int) -> di
         "workers_each": 2,
         "concurrent_requests": concurrent,
         "statuses": dict(statuses),
-        "token_requests_per_credential": dict(entra.token_requests),
+        "token_requests_per_credential": {
+            sub: n for (grant, sub), n in entra.requests_by.items() if grant == "client_credentials"
+        },
     }
 
 

@@ -6,15 +6,12 @@ speaks enough of Entra ID's protocol for MSAL to run against it unmodified:
     GET  /{tenant}/v2.0/.well-known/openid-configuration   discovery (v1: without /v2.0)
     GET  /{tenant}/discovery/v2.0/keys                      JWKS (rotate_signing_key())
     POST /{tenant}/oauth2/v2.0/token                        client_credentials with a client
-         secret or a client assertion (certificate, incl. x5c subject-name/issuer, or a
-         federated workload token); jwt-bearer on-behalf-of -> a token for that user
-    GET  /msi/token                                          App Service managed identity
-    GET  /metadata/identity/oauth2/token                     Azure VM (IMDS) managed identity
+         secret; jwt-bearer on-behalf-of -> a token for that user
 
 Errors look like Entra's: {"error", "error_description": "AADSTS...", "error_codes"}.
-Tests add fault injection by overriding `intercept()` (see tests/fakes/entra.py);
-`mint_access_token()` makes user tokens (the demo prints one; tests forge theirs with
-tests/fakes/jwtforge.py).
+`mint_access_token()` makes user tokens (the demo prints one). Only what the demo
+uses is here: tests/fakes/entra.py adds certificate and federated-token assertions,
+managed identity endpoints, request counting and faults, and forged tokens.
 """
 
 from __future__ import annotations
@@ -32,18 +29,15 @@ from aiohttp import web
 
 from gateway.demo.entra_grants import (
     AZURE_DEVOPS_RESOURCE,
-    FEDERATED_AUDIENCE,
     AppRegistration,
     GrantError,
-    ManagedIdentityRecord,
     authenticate_client,
     validate_user_assertion,
 )
-from gateway.demo.entra_msi import ManagedIdentityEndpoints
 from gateway.demo.jwtmint import SigningKeys
 from gateway.demo.pki import DemoCA
 
-__all__ = ["AZURE_DEVOPS_RESOURCE", "FEDERATED_AUDIENCE", "EntraStandIn", "aad_error"]
+__all__ = ["AZURE_DEVOPS_RESOURCE", "EntraStandIn", "aad_error", "grant_kind"]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
@@ -72,7 +66,22 @@ def grant_error(err: GrantError) -> web.Response:
     return aad_error(err.status, err.error, err.code, err.description)
 
 
-class EntraStandIn(ManagedIdentityEndpoints):
+def grant_kind(form: Mapping[str, str]) -> str:
+    """ "client_credentials" or "on_behalf_of", what a token request asks for."""
+    grant = form.get("grant_type", "")
+    if grant == "client_credentials":
+        return "client_credentials"
+    if grant == JWT_BEARER and form.get("requested_token_use") == "on_behalf_of":
+        return "on_behalf_of"
+    raise GrantError(
+        400,
+        "unsupported_grant_type",
+        70003,
+        f"The app requested an unsupported grant type '{grant}'.",
+    )
+
+
+class EntraStandIn:
     """An Entra ID look-alike for the demo and for tests. Start with `await start()`."""
 
     def __init__(
@@ -91,10 +100,7 @@ class EntraStandIn(ManagedIdentityEndpoints):
         self.refresh_in_s = refresh_in_s
         self.default_audience = default_audience
         self.keys = SigningKeys()
-        self.federation_keys = SigningKeys()  # the "cluster OIDC issuer" of workload tokens
         self.apps: dict[str, AppRegistration] = {}
-        self.managed_identities: list[ManagedIdentityRecord] = []
-        self.identity_header = uuid.uuid4().hex  # App Service's IDENTITY_HEADER secret
         self.ca = DemoCA("azdo-gateway demo Entra ID CA")
         self._dir = tempfile.TemporaryDirectory(prefix="azdo-gateway-entra-")
         self.ca_file = self.ca.write_cert(Path(self._dir.name) / "entra-ca.pem")
@@ -108,6 +114,13 @@ class EntraStandIn(ManagedIdentityEndpoints):
         ctx: ssl.SSLContext = self.ca.server_context(
             self.ca.issue_server((self.host, "localhost")), Path(self._dir.name)
         )
+        self._runner = web.AppRunner(self._app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, port, ssl_context=ctx).start()
+        self.url = f"https://{self.host}:{self._runner.addresses[0][1]}"
+        return self
+
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._track_connection])
         r = app.router
         r.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery_v2)
@@ -115,13 +128,7 @@ class EntraStandIn(ManagedIdentityEndpoints):
         r.add_get("/{tenant}/discovery/v2.0/keys", self._jwks)
         r.add_get("/{tenant}/discovery/keys", self._jwks)
         r.add_post("/{tenant}/oauth2/v2.0/token", self._token)
-        r.add_get("/msi/token", self._msi_app_service)
-        r.add_get("/metadata/identity/oauth2/token", self._msi_imds)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, port, ssl_context=ctx).start()
-        self.url = f"https://{self.host}:{self._runner.addresses[0][1]}"
-        return self
+        return app
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -162,15 +169,6 @@ class EntraStandIn(ManagedIdentityEndpoints):
     def token_endpoint(self, tenant: str | None = None) -> str:
         return f"{self.url}/{tenant or self.tenant_id}/oauth2/v2.0/token"
 
-    @property
-    def federation_issuer(self) -> str:
-        return f"{self.url}/federation"
-
-    @property
-    def msi_endpoint(self) -> str:
-        """IDENTITY_ENDPOINT for the App Service managed identity protocol."""
-        return f"{self.url}/msi/token"
-
     # --- registration --------------------------------------------------------
 
     def register_app(
@@ -178,18 +176,11 @@ class EntraStandIn(ManagedIdentityEndpoints):
         client_id: str | None = None,
         *,
         secret: str | None = None,
-        certificate_pem: bytes | None = None,
-        trusted_subject: str | None = None,
-        federated_subject: str | None = None,
         identifier_uris: tuple[str, ...] = (),
         delegated_scopes: frozenset[str] | None = None,
     ) -> AppRegistration:
         """Register (or extend) an application; returns its registration.
 
-        `certificate_pem` registers a certificate by thumbprint; `trusted_subject`
-        accepts any certificate with that common name issued by `self.ca` when the
-        assertion carries it in `x5c` (subject-name/issuer auth); `federated_subject`
-        trusts workload tokens from `federation_issuer` with that `sub`.
         `delegated_scopes` limits the Azure DevOps scopes users consented to (None: any).
         """
         client_id = client_id or str(uuid.uuid4())
@@ -197,33 +188,10 @@ class EntraStandIn(ManagedIdentityEndpoints):
         self.apps[client_id] = app
         if secret is not None:
             app.secrets.append(secret)
-        if certificate_pem is not None:
-            app.add_certificate(certificate_pem)
-        if trusted_subject is not None:
-            app.trusted_subjects.add(trusted_subject)
-        if federated_subject is not None:
-            app.federated.append((self.federation_issuer, federated_subject, FEDERATED_AUDIENCE))
         app.identifier_uris += identifier_uris
         if delegated_scopes is not None:
             app.delegated_scopes = delegated_scopes
         return app
-
-    def register_managed_identity(
-        self,
-        *,
-        client_id: str | None = None,
-        object_id: str | None = None,
-        resource_id: str | None = None,
-        system_assigned: bool = False,
-    ) -> ManagedIdentityRecord:
-        mi = ManagedIdentityRecord(
-            client_id=client_id or str(uuid.uuid4()),
-            object_id=object_id or str(uuid.uuid4()),
-            resource_id=resource_id,
-            system_assigned=system_assigned,
-        )
-        self.managed_identities.append(mi)
-        return mi
 
     def rotate_signing_key(self) -> str:
         return self.keys.rotate()
@@ -287,22 +255,6 @@ class EntraStandIn(ManagedIdentityEndpoints):
                 payload[name] = value
         return payload
 
-    def mint_federated_token(
-        self, subject: str, *, audience: str = FEDERATED_AUDIENCE, lifetime_s: float = 3600
-    ) -> str:
-        """A workload token (what AKS projects into AZURE_FEDERATED_TOKEN_FILE)."""
-        now = int(time.time())
-        payload = {
-            "iss": self.federation_issuer,
-            "sub": subject,
-            "aud": [audience],
-            "iat": now,
-            "nbf": now,
-            "exp": now + int(lifetime_s),
-            "jti": uuid.uuid4().hex,
-        }
-        return self.federation_keys.sign(payload)
-
     def _issue(self, resource: str, claims: Mapping[str, Any]) -> dict[str, Any]:
         lifetime = int(self.token_lifetime_s)
         token = self.mint_access_token(claims, audience=resource, lifetime_s=lifetime, version=1)
@@ -315,15 +267,6 @@ class EntraStandIn(ManagedIdentityEndpoints):
         if self.refresh_in_s is not None:
             body["refresh_in"] = int(self.refresh_in_s)
         return body
-
-    # --- fault injection hook ------------------------------------------------
-
-    async def intercept(
-        self, grant: str, params: Mapping[str, str], request: web.Request
-    ) -> web.StreamResponse | None:
-        """Called before each token request is served ("client_credentials",
-        "on_behalf_of", "managed_identity"); a response returned is sent instead."""
-        return None
 
     # --- handlers --------------------------------------------------------------
 
@@ -390,30 +333,18 @@ class EntraStandIn(ManagedIdentityEndpoints):
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         try:
             tenant = self._tenant(request)
-            grant = form.get("grant_type", "")
-            if grant == "client_credentials":
-                kind = "client_credentials"
-            elif grant == JWT_BEARER and form.get("requested_token_use") == "on_behalf_of":
-                kind = "on_behalf_of"
-            else:
-                raise GrantError(
-                    400,
-                    "unsupported_grant_type",
-                    70003,
-                    f"The app requested an unsupported grant type '{grant}'.",
-                )
-            hooked = await self.intercept(kind, form, request)
-            if hooked is not None:
-                return hooked
-            app = authenticate_client(
-                self.apps, form, self.token_endpoint(tenant), self.ca, self.federation_keys
-            )
+            kind = grant_kind(form)
+            app = self._authenticate(form, tenant)
             scopes = form.get("scope", "").split()
             if kind == "client_credentials":
                 return web.json_response(self._client_credentials(app, tenant, scopes))
             return web.json_response(self._on_behalf_of(app, tenant, scopes, form))
         except GrantError as err:
             return grant_error(err)
+
+    def _authenticate(self, form: Mapping[str, str], tenant: str) -> AppRegistration:
+        """The application the token request signs in as (by client secret)."""
+        return authenticate_client(self.apps, form)
 
     def _client_credentials(
         self, app: AppRegistration, tenant: str, scopes: list[str]

@@ -1,6 +1,11 @@
-"""The Entra ID stand-in plus what only tests need: request counting, faults, stalls.
+"""The Entra ID stand-in plus what only tests need: request counting, faults, stalls,
+certificate and federated-token assertions (tests/fakes/entra_assertions.py), managed
+identity endpoints (tests/fakes/entra_msi.py), forged tokens.
 
 entra = await make_entra(token_lifetime_s=60)
+entra.register_app("app", certificate_pem=pem)   # or trusted_subject=, federated_subject=
+entra.mint_federated_token(subject)           # a workload token for federated_subject
+entra.register_managed_identity(client_id="mi")   # served at msi_endpoint and IMDS
 entra.requests["client_credentials"]          # token requests per grant
 entra.requests_by[("on_behalf_of", oid)]      # ... per grant and client / user / identity
 entra.fail(status=503, error="temporarily_unavailable", code=...)   # until heal()
@@ -13,6 +18,8 @@ entra.mint_access_token(kid="never-published")
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -22,8 +29,12 @@ import jwt
 import pytest
 from aiohttp import web
 
-from gateway.demo.entra import EntraStandIn, aad_error
+from gateway.demo.entra import EntraStandIn, aad_error, grant_kind
+from gateway.demo.entra_grants import AppRegistration, GrantError, find_app
+from gateway.demo.jwtmint import SigningKeys
 from gateway.tasks import spawn
+from tests.fakes.entra_assertions import FEDERATED_AUDIENCE, ClientProofs, check_assertion
+from tests.fakes.entra_msi import ManagedIdentityEndpoints, ManagedIdentityRecord
 from tests.fakes.jwtforge import forge
 
 
@@ -38,9 +49,13 @@ class Fault:
     retry_after: str | None
 
 
-class FakeEntra(EntraStandIn):
+class FakeEntra(EntraStandIn, ManagedIdentityEndpoints):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.federation_keys = SigningKeys()  # the "cluster OIDC issuer" of workload tokens
+        self.proofs: dict[str, ClientProofs] = {}  # client_id -> certificates, federations
+        self.managed_identities: list[ManagedIdentityRecord] = []
+        self.identity_header = uuid.uuid4().hex  # App Service's IDENTITY_HEADER secret
         self.requests: Counter[str] = Counter()
         self.requests_by: Counter[tuple[str, str]] = Counter()
         self.faults: list[Fault] = []
@@ -49,6 +64,70 @@ class FakeEntra(EntraStandIn):
         self.assertions: list[str] = []  # client_assertion values received, in order
         self._held = asyncio.Condition()
         self._counted = asyncio.Condition()
+
+    # --- certificate and federated-token assertions ----------------------------
+
+    @property
+    def federation_issuer(self) -> str:
+        return f"{self.url}/federation"
+
+    def register_app(  # type: ignore[override]
+        self,
+        client_id: str | None = None,
+        *,
+        certificate_pem: bytes | None = None,
+        trusted_subject: str | None = None,
+        federated_subject: str | None = None,
+        **kwargs: Any,
+    ) -> AppRegistration:
+        """The stand-in's registration, and: `certificate_pem` registers a certificate by
+        thumbprint; `trusted_subject` accepts any certificate with that common name issued
+        by `self.ca` when the assertion carries it in `x5c` (subject-name/issuer auth);
+        `federated_subject` trusts workload tokens from `federation_issuer` with that `sub`.
+        """
+        app = super().register_app(client_id, **kwargs)
+        proofs = self.proofs.setdefault(app.client_id, ClientProofs(app.client_id))
+        if certificate_pem is not None:
+            proofs.add_certificate(certificate_pem)
+        if trusted_subject is not None:
+            proofs.trusted_subjects.add(trusted_subject)
+        if federated_subject is not None:
+            proofs.federated.append((self.federation_issuer, federated_subject, FEDERATED_AUDIENCE))
+        return app
+
+    def mint_federated_token(
+        self, subject: str, *, audience: str = FEDERATED_AUDIENCE, lifetime_s: float = 3600
+    ) -> str:
+        """A workload token (what AKS projects into AZURE_FEDERATED_TOKEN_FILE)."""
+        now = int(time.time())
+        payload = {
+            "iss": self.federation_issuer,
+            "sub": subject,
+            "aud": [audience],
+            "iat": now,
+            "nbf": now,
+            "exp": now + int(lifetime_s),
+            "jti": uuid.uuid4().hex,
+        }
+        return self.federation_keys.sign(payload)
+
+    def _authenticate(self, form: Mapping[str, str], tenant: str) -> AppRegistration:
+        if "client_secret" in form or not form.get("client_assertion"):
+            return super()._authenticate(form, tenant)
+        app = find_app(self.apps, form)
+        proofs = self.proofs.get(app.client_id) or ClientProofs(app.client_id)
+        check_assertion(proofs, form, self.token_endpoint(tenant), self.ca, self.federation_keys)
+        return app
+
+    # --- managed identities --------------------------------------------------------
+
+    def _app(self) -> web.Application:
+        app = super()._app()
+        app.router.add_get("/msi/token", self._msi_app_service)
+        app.router.add_get("/metadata/identity/oauth2/token", self._msi_imds)
+        return app
+
+    # --- forged tokens -----------------------------------------------------------------
 
     def mint_access_token(  # type: ignore[override]
         self,
@@ -110,6 +189,20 @@ class FakeEntra(EntraStandIn):
         async with self._held:
             await self._held.wait_for(lambda: self.stalled >= n)
 
+    # --- request counting and faults ------------------------------------------------
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        try:
+            grant = grant_kind(form) if request.match_info["tenant"] in self.tenants else None
+        except GrantError:
+            grant = None  # the stand-in answers the error
+        if grant is not None:
+            hooked = await self.intercept(grant, form, request)
+            if hooked is not None:
+                return hooked
+        return await super()._token(request)
+
     @staticmethod
     def _subject(grant: str, params: Mapping[str, str]) -> str:
         if grant == "on_behalf_of":
@@ -130,6 +223,8 @@ class FakeEntra(EntraStandIn):
     async def intercept(
         self, grant: str, params: Mapping[str, str], request: web.Request
     ) -> web.StreamResponse | None:
+        """Called before each token request is served ("client_credentials",
+        "on_behalf_of", "managed_identity"); a response returned is sent instead."""
         async with self._counted:
             self.requests[grant] += 1
             self.requests_by[(grant, self._subject(grant, params))] += 1

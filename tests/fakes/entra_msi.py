@@ -1,4 +1,4 @@
-"""The managed identity endpoints of the demo Entra ID stand-in (App Service and IMDS).
+"""Managed identity endpoints (App Service and IMDS) the tests add to the Entra ID stand-in.
 
     GET /msi/token?api-version=2019-08-01&resource=...[&client_id|object_id|mi_res_id]
         with X-IDENTITY-HEADER: the stand-in's `identity_header` (App Service, Functions)
@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import hmac
 import time
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from gateway.demo.entra_grants import ManagedIdentityRecord
+
+@dataclass(frozen=True, slots=True)
+class ManagedIdentityRecord:
+    client_id: str
+    object_id: str
+    resource_id: str | None = None
+    system_assigned: bool = False
 
 
 class ManagedIdentityEndpoints:
+    url: str
     identity_header: str
     managed_identities: list[ManagedIdentityRecord]
 
@@ -33,6 +42,28 @@ class ManagedIdentityEndpoints:
 
     def _issue(self, resource: str, claims: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    @property
+    def msi_endpoint(self) -> str:
+        """IDENTITY_ENDPOINT for the App Service managed identity protocol."""
+        return f"{self.url}/msi/token"
+
+    def register_managed_identity(
+        self,
+        *,
+        client_id: str | None = None,
+        object_id: str | None = None,
+        resource_id: str | None = None,
+        system_assigned: bool = False,
+    ) -> ManagedIdentityRecord:
+        mi = ManagedIdentityRecord(
+            client_id=client_id or str(uuid.uuid4()),
+            object_id=object_id or str(uuid.uuid4()),
+            resource_id=resource_id,
+            system_assigned=system_assigned,
+        )
+        self.managed_identities.append(mi)
+        return mi
 
     def _managed_identity(self, params: Mapping[str, str]) -> ManagedIdentityRecord | None:
         for mi in self.managed_identities:

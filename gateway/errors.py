@@ -61,7 +61,7 @@ REASONS = frozenset(
         "upstream_unreachable",
         "upstream_timeout",
         "upstream_credential_rejected",
-        "upstream_bad_response",
+        "bad_upstream_response",
         "credential_unavailable",
         "overloaded",
         "internal_error",

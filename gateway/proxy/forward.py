@@ -412,7 +412,7 @@ class Forwarder:
             # only honest signal left is to cut the connection: a client never
             # mistakes a truncated body for a whole one.
             ctx.error_reason = (
-                "upstream_timeout" if isinstance(err, TimeoutError) else ("upstream_bad_response")
+                "upstream_timeout" if isinstance(err, TimeoutError) else ("bad_upstream_response")
             )
             up.close()
             request.protocol.force_close()

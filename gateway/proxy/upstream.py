@@ -19,7 +19,7 @@ again (`_Request`).
 `translate(err, host)` is the one place where the client's exceptions become
 the gateway's: a timeout is 504 `upstream_timeout`; a failed connection
 (refused, DNS, TLS, the egress proxy) is 502 `upstream_unreachable`; an answer
-that is not valid HTTP/1.1 or ends early is 502 `upstream_bad_response`; a
+that is not valid HTTP/1.1 or ends early is 502 `bad_upstream_response`; a
 client body that could not be read is 400. Gateway errors pass unchanged.
 """
 
@@ -212,7 +212,7 @@ def translate(err: BaseException, host: str) -> GatewayError:
         )
     return UpstreamError(
         f"upstream host {host!r} sent an invalid or incomplete answer ({_describe(err)})",
-        reason="upstream_bad_response",
+        reason="bad_upstream_response",
     )
 
 

@@ -89,12 +89,12 @@ async def test_answer_that_is_not_http_is_502_bad_response(proxy: Proxy) -> None
     ):
         assert r.status == 502
         body = await gateway_error(r)
-    assert body["reason"] == "upstream_bad_response"
+    assert body["reason"] == "bad_upstream_response"
 
 
 @pytest.mark.parametrize(
     "path, reason",
-    [("/_fake/cut-body", "upstream_bad_response"), ("/_fake/stall-body", "upstream_timeout")],
+    [("/_fake/cut-body", "bad_upstream_response"), ("/_fake/stall-body", "upstream_timeout")],
 )
 async def test_failure_mid_body_aborts_the_connection(proxy: Proxy, path: str, reason: str) -> None:
     finished = record_finished(proxy)

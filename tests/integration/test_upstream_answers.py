@@ -1,7 +1,7 @@
 """Hostile and broken upstream answers, byte for byte, through the whole gateway.
 
 A raw-socket upstream (`tests.fakes.rawupstream`) sends exactly the bytes each
-test gives it. A broken answer is a 502 `upstream_bad_response` (JSON, from the
+test gives it. A broken answer is a 502 `bad_upstream_response` (JSON, from the
 gateway) and its connection is never used again: the next request gets its
 own answer on a new connection. A body that breaks after its headers were
 relayed cuts the client's connection.
@@ -108,7 +108,7 @@ async def test_broken_answer_is_502_and_its_connection_discarded(
     # POST: never resent, so the broken answer is the one the client hears about.
     raw, proxy = await make_raw([[BAD_ANSWERS[name]]])
     status, headers, body = await fetch(proxy, "POST", data=b"{}")
-    assert bad_response(status, headers, body) == "upstream_bad_response"
+    assert bad_response(status, headers, body) == "bad_upstream_response"
     assert b"garbage" not in body
     status, _, body = await fetch(proxy)
     assert (status, body) == (200, b'{"next": true}')
@@ -199,7 +199,7 @@ async def test_short_json_body_is_502_before_anything_is_relayed(make_raw: MakeR
     """An answer the rewriter buffers is checked whole before the client hears of it."""
     short = [HEAD + b"Content-Length: 50\r\n\r\n" + b'{"url": "x"', CLOSE]
     _, proxy = await make_raw([[short]])
-    assert bad_response(*await fetch(proxy, "POST", data=b"{}")) == "upstream_bad_response"
+    assert bad_response(*await fetch(proxy, "POST", data=b"{}")) == "bad_upstream_response"
 
 
 async def test_interim_answers_dripping_do_not_hold_off_the_read_timeout(
@@ -289,7 +289,7 @@ async def test_non_idempotent_request_is_never_resent(
     raw, proxy = await make_raw([[OK, [CLOSE]]])
     assert (await fetch(proxy))[::2] == (200, b"{}")
     status, headers, body = await fetch(proxy, method, data=data)
-    assert bad_response(status, headers, body) == "upstream_bad_response"
+    assert bad_response(status, headers, body) == "bad_upstream_response"
     assert raw.connections == 1
     [_, sent] = raw.requests[0]
     assert sent.startswith(method.encode() + b" ")

@@ -11,25 +11,24 @@ for a line, and fails with everything logged if the process ends first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import signal
 from pathlib import Path
 
-from tests.processes import ROOT, reap, start_gateway, wait
+from tests.processes import ROOT, Supervised, start_gateway
 
 _URLS = re.compile(r"https?://[\d.]+:\d+")
 
 
-class GatewayProcess:
+class GatewayProcess(Supervised):
+    """Supervised, plus the proxy and admin URLs the process serves on."""
+
+    wait_s = 60.0
+
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
+        super().__init__(proc)
         self.url = ""
         self.admin = ""
-        self._new = asyncio.Condition()
-        self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
     async def start(
@@ -52,35 +51,3 @@ class GatewayProcess:
             await self.stop()
             raise
         return self
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            async with self._new:
-                self.lines.append(raw.decode(errors="replace").rstrip())
-                self._new.notify_all()
-        async with self._new:
-            self.lines.append("<eof>")
-            self._new.notify_all()
-
-    async def wait_for(self, pattern: str, count: int = 1, timeout: float = 60) -> list[str]:
-        rx = re.compile(pattern)
-
-        def found() -> list[str]:
-            return [line for line in self.lines if rx.search(line)]
-
-        async with asyncio.timeout(timeout), self._new:
-            await self._new.wait_for(lambda: len(found()) >= count or "<eof>" in self.lines)
-        hits = found()
-        assert len(hits) >= count, "\n".join(self.lines)
-        return hits
-
-    async def stop(self, timeout: float = 30) -> int:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            code = await wait(self.proc, timeout)
-        finally:
-            await reap(self.proc)
-            await self._reader
-        return code

@@ -83,6 +83,8 @@ async def start_demo(
 class Supervised:
     """The supervisor process and what it (and its workers) logged."""
 
+    wait_s = 30.0  # how long wait_for waits by default
+
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.lines: list[str] = []
@@ -99,14 +101,27 @@ class Supervised:
             self.lines.append("<eof>")
             self._new.notify_all()
 
-    async def wait_for(self, pattern: str, count: int = 1, timeout: float = 30) -> list[str]:
+    async def wait_for(
+        self, pattern: str, count: int = 1, timeout: float | None = None
+    ) -> list[str]:
         rx = re.compile(pattern)
 
         def found() -> list[str]:
             return [line for line in self.lines if rx.search(line)]
 
-        async with asyncio.timeout(timeout), self._new:
+        async with asyncio.timeout(self.wait_s if timeout is None else timeout), self._new:
             await self._new.wait_for(lambda: len(found()) >= count or "<eof>" in self.lines)
         hits = found()
         assert len(hits) >= count, "\n".join(self.lines)
         return hits
+
+    async def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, waited for (killed and reaped past `timeout`); its exit code."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            code = await wait(self.proc, timeout)
+        finally:
+            await reap(self.proc)
+            await self._reader
+        return code

@@ -44,19 +44,10 @@ class NotUpstream(ValueError):
     """A URL on a host that is neither the gateway nor one of `upstream.hosts`."""
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
 def _origin(url: str) -> tuple[str, str, int] | None:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:  # a port that is not a number
-        return None
-    if scheme not in _DEFAULT_PORTS or not host:
-        return None
-    return scheme, host.lower(), port or _DEFAULT_PORTS[scheme]
+    from gateway.proxy.rewrite.urls import origin_of  # the rewriter's reading of an origin
+
+    return origin_of(urlsplit(url))
 
 
 def gateway_origins(listen: Any) -> list[str]:

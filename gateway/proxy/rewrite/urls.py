@@ -52,7 +52,8 @@ def _lead(origin: tuple[str, str, int]) -> str:
     return f"{scheme}://{shown}" + ("" if port == _DEFAULT_PORTS[scheme] else f":{port}")
 
 
-def _origin(parts: SplitResult) -> tuple[str, str, int] | None:
+def origin_of(parts: SplitResult) -> tuple[str, str, int] | None:
+    """(scheme, lower-cased host, port) of an http(s) URL; None for any other."""
     scheme = parts.scheme.lower()
     try:
         host, port = parts.hostname, parts.port
@@ -71,7 +72,7 @@ class UrlMap:
         legacy: dict[str | None, Base] = {}
         for name, url in hosts.items():
             parts = urlsplit(url)
-            origin = _origin(parts)
+            origin = origin_of(parts)
             if origin is None:
                 continue
             prefix = "" if name == "main" else HOSTS_PREFIX + name

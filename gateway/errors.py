@@ -26,9 +26,24 @@ from collections.abc import Mapping, Sequence
 
 from gateway.config.problems import Problem
 
+# The 403 reasons that are decisions of the policy: a grant or a route rule can
+# change them (what `report` proposes a fix for).
+POLICY_REASONS = frozenset(
+    {
+        "no_matching_operation",
+        "missing_scope",
+        "organization_not_allowed",
+        "project_not_allowed",
+        "route_denied",
+        "client_not_allowed_on_route",
+        "soap_not_supported",
+        "batch_not_allowed",
+    }
+)
+
 # Machine-readable reasons. They double as the `reason` label of
 # azdo_gateway_denied_total, so this set is closed.
-REASONS = frozenset(
+REASONS = POLICY_REASONS | frozenset(
     {
         # 400
         "ambiguous_path",
@@ -42,16 +57,8 @@ REASONS = frozenset(
         "pat_not_accepted",
         "invalid_token",
         "token_expired",
-        # 403
+        # 403 (and POLICY_REASONS)
         "unknown_client",
-        "no_matching_operation",
-        "missing_scope",
-        "organization_not_allowed",
-        "project_not_allowed",
-        "route_denied",
-        "client_not_allowed_on_route",
-        "soap_not_supported",
-        "batch_not_allowed",
         # 413 / 429 / 5xx
         "payload_too_large",
         "rate_limited",

@@ -22,19 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# The 403 reasons: decisions of the policy, which a grant or a rule can change.
-POLICY_REASONS = frozenset(
-    {
-        "no_matching_operation",
-        "missing_scope",
-        "organization_not_allowed",
-        "project_not_allowed",
-        "route_denied",
-        "client_not_allowed_on_route",
-        "soap_not_supported",
-        "batch_not_allowed",
-    }
-)
+from gateway.errors import POLICY_REASONS
+
 EXAMPLES = 3  # distinct canonical paths kept per entry
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _ID = re.compile(r"^(\d+|[0-9a-f]{7,64})$", re.I)  # numbers, commit ids, object ids

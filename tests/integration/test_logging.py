@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import signal
-from pathlib import Path
 
 import aiohttp
 import yaml
 
+from tests.fleet import GatewayProcess
 from tests.harness import key_client_policy, new_key, write_config
-from tests.processes import Supervised, start_gateway, wait
 
-ROOT = Path(__file__).resolve().parents[2]
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) \S+: ")
 
 
@@ -41,13 +37,10 @@ async def test_json_lines_carry_the_request_id_and_a_reload_switches_to_text(tmp
         "logging": {"level": "info", "format": "json"},
     }
     cfg = write_config(tmp_path, gateway_yaml, key_client_policy(digest, scopes=["vso.code"]))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AZDO_GATEWAY")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = await start_gateway("run", "-c", str(cfg), "--workers", "1", env=env, stdout=None)
-    out = Supervised(proc)
+    out = await GatewayProcess.start(cfg)
+    url = out.url
     try:
         (banner,) = await out.wait_for(r"serving on")
-        url = re.findall(r"https?://[\d.]+:\d+", banner)[0]
         await failed_login(url, "log-test-json")
         (line,) = await out.wait_for(r"authentication failed.*log-test-json")
         entry = json.loads(line)
@@ -63,7 +56,7 @@ async def test_json_lines_carry_the_request_id_and_a_reload_switches_to_text(tmp
 
         gateway_yaml["logging"] = {"level": "info", "format": "text"}
         cfg.write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()), **gateway_yaml}))
-        proc.send_signal(signal.SIGHUP)
+        out.proc.send_signal(signal.SIGHUP)
         (reloaded,) = await out.wait_for(r"configuration reloaded")
         assert TEXT_LINE.match(reloaded), reloaded
         await failed_login(url, "log-test-text")
@@ -71,10 +64,5 @@ async def test_json_lines_carry_the_request_id_and_a_reload_switches_to_text(tmp
         assert TEXT_LINE.match(line) and line.endswith(" [request log-test-text]"), line
 
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            code = await wait(proc, 20)
-        finally:
-            await out._reader
+        code = await out.stop(20)
     assert code == 0, "\n".join(out.lines)

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
-import os
-import re
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +17,9 @@ import pytest
 
 from gateway.listener import problem
 from tests.fakes.permissive import PAT, Proxy, start_proxy
+from tests.fleet import GatewayProcess
 from tests.harness import key_client_policy, new_key, write_config
-from tests.processes import Supervised, start_gateway, wait
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJhcGk6Ly9henVyZS1nYXRld2F5In0.c2lnbmF0dXJlc2lnbmF0dXJl"
 
 # {basic}: "Basic " + base64(":" + key); {key}: the key itself; {token}: a bearer token
@@ -151,22 +146,12 @@ async def test_run_logs_no_secret_for_malformed_requests(tmp_path: Path) -> None
         "logging": {"level": "debug"},
     }
     cfg = write_config(tmp_path, gateway_yaml, key_client_policy(digest, scopes=["vso.code"]))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AZDO_GATEWAY")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = await start_gateway("run", "-c", str(cfg), "--workers", "1", env=env, stdout=None)
-    out = Supervised(proc)
+    out = await GatewayProcess.start(cfg)
     try:
-        (banner,) = await out.wait_for(r"serving on")
-        url = re.findall(r"https?://[\d.]+:\d+", banner)[0]
-        answers = {name: await send(url, raw) for name, raw in raw_requests(key).items()}
+        answers = {name: await send(out.url, raw) for name, raw in raw_requests(key).items()}
         await out.wait_for(r"malformed", count=len(CASES))
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            code = await wait(proc, 20)
-        finally:
-            await out._reader
+        code = await out.stop(20)
     assert code == 0, "\n".join(out.lines)
     for name, answer in answers.items():
         assert_clean_400(name, answer, key)

@@ -23,46 +23,34 @@ import contextlib
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from tests.fakes.loopback import LoopbackServer
+
+# How a connection may end: the peer went away, sent garbage, or the proxy closed.
+_ENDED = (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError, ValueError)
+
 
 @dataclass
-class ForwardProxy:
+class ForwardProxy(LoopbackServer):
     credentials: str | None = None  # "user:password" the proxy demands
     seen: list[str] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
-    _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
 
     def url(self, userinfo: str | None = None) -> str:
         return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
 
-    async def start(self) -> ForwardProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
-        try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError, ValueError):
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)  # type: ignore[arg-type]
+        with self._tracked():
+            try:
+                await self._serve(reader, writer)
+            except (
+                ConnectionError,
+                asyncio.IncompleteReadError,
+                asyncio.CancelledError,
+                ValueError,
+            ):
+                pass
+            finally:
+                writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")

@@ -29,6 +29,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tests.fakes.loopback import LoopbackServer
+
 
 @dataclass(frozen=True)
 class Wait:
@@ -71,63 +73,46 @@ def answer(status: int = 200, body: bytes = b"{}", *headers: str) -> bytes:
 
 
 @dataclass
-class RawUpstream:
+class RawUpstream(LoopbackServer):
     script: list[list[Answer]] = field(default_factory=list)
     then: Answer = OK
     connections: int = 0
     requests: list[list[bytes]] = field(default_factory=list)
     closed: list[asyncio.Event] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set on every request read
-    _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def start(self) -> RawUpstream:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        return f"http://127.0.0.1:{self.port}"
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         index = self.connections
         self.connections += 1
         self.requests.append([])
         self.closed.append(asyncio.Event())
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
         answers = list(self.script[index]) if index < len(self.script) else []
-        try:
-            while True:
-                plan = answers.pop(0) if answers else self.then
-                early = isinstance(plan, Early)
-                request = await _read_request(reader, body=not early)
-                if request is None:
-                    break
-                self.requests[index].append(request)
-                self.arrived.set()
-                steps = plan.answer if isinstance(plan, Early) else plan
-                if not await _send(writer, steps):
-                    break
-                if early:  # as a server that answered early: the rest is read and dropped
-                    while await reader.read(1 << 16):
-                        pass
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            self.closed[index].set()
-            self._tasks.discard(task)  # type: ignore[arg-type]
+        with self._tracked():
+            try:
+                while True:
+                    plan = answers.pop(0) if answers else self.then
+                    early = isinstance(plan, Early)
+                    request = await _read_request(reader, body=not early)
+                    if request is None:
+                        break
+                    self.requests[index].append(request)
+                    self.arrived.set()
+                    steps = plan.answer if isinstance(plan, Early) else plan
+                    if not await _send(writer, steps):
+                        break
+                    if early:  # as a server that answered early: the rest is read and dropped
+                        while await reader.read(1 << 16):
+                            pass
+                        break
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+                self.closed[index].set()
 
     async def wait_requests(self, n: int) -> None:
         """Until `n` requests (on all connections together) have arrived."""

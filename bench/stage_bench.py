@@ -70,7 +70,7 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
     from gateway.config.load import load
     from gateway.limits import Limiter
     from gateway.observability import Observability
-    from gateway.observability.audit import record, utc_ms
+    from gateway.observability.audit import encode_line, record, utc_ms
     from gateway.policy import Policy
     from gateway.tokens import TokenBroker
     from gateway.types import RequestContext
@@ -157,6 +157,7 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
     authorize()
     ctx.credential, ctx.status, ctx.upstream_status = "server", 200, 200
     ctx.upstream_seconds, ctx.bytes_out = 0.0012, 2048
+    ctx.source, ctx.user_agent = "127.0.0.1", headers["User-Agent"]  # as the request id stage
 
     audit = observability.audit
 
@@ -190,6 +191,7 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
         await whole.handle(whole_request)
 
     now = time.time()
+    entry = record(ctx, 0.0021)
     return {
         "canonicalize+check_headers+effective_method": canonical,
         "presented_credential": lambda: presented_credential(request.headers),
@@ -202,6 +204,7 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
         "TokenBroker.acquire (PAT)": acquire,
         "Metrics.request_finished": lambda: observability.metrics.request_finished(ctx, 0.0021),
         "audit record": lambda: record(ctx, 0.0021),
+        "audit encode_line": lambda: encode_line(entry),
         "utc_ms": lambda: utc_ms(now),
         "AuditLog.write (record, encode, write)": audit_write,
         "Observability.started+finished": observe,

@@ -31,7 +31,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import math
 import os
 import re
 import select
@@ -64,7 +63,8 @@ def encode_line(entry: dict[str, Any]) -> bytes:
         return (_fallback(entry) + "\n").encode("ascii")
 
 
-_second: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted
+_second, _second_text = -1, ""  # the last whole second formatted, and its text
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def utc_ms(t: float) -> str:
@@ -74,18 +74,17 @@ def utc_ms(t: float) -> str:
     (microseconds rounded half-even, then cut to milliseconds), with the
     date and time of day formatted once per second.
     """
+    global _second, _second_text
     if t < 0:
         return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-    frac, whole = math.modf(t)
-    us = round(frac * 1e6)
-    sec = int(whole)
+    sec = int(t)
+    us = round((t - sec) * 1e6)  # t - sec is exact: math.modf(t)[0]
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
-    last, text = _second[0]
-    if sec != last:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        _second[0] = (sec, text)
-    return f"{text}.{us // 1000:03d}Z"
+    if sec != _second:
+        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _second = sec
+    return _second_text + _MILLIS[us // 1000]
 
 
 USER_AGENT_MAX = 256  # characters of User-Agent kept in an audit line
@@ -98,6 +97,8 @@ def user_agent(value: str | None) -> str | None:
     (a longer one is cut and ends in "...")."""
     if value is None:
         return None
+    if len(value) <= USER_AGENT_MAX and value.isprintable():  # no control character in it
+        return value
     cut = len(value) > USER_AGENT_MAX
     value = value[: USER_AGENT_MAX + 1]  # what can show at most: escaping only lengthens it
     if _CONTROL.search(value):
@@ -107,57 +108,96 @@ def user_agent(value: str | None) -> str | None:
     return value
 
 
+# The fields of a request's line, in order; those the request never got to stay null.
+_REQUEST_FIELDS: dict[str, Any] = {
+    "kind": "request",
+    "time": None,
+    "requestId": None,
+    "source": None,
+    "userAgent": None,
+    "client": None,
+    "authMethod": None,
+    "subject": None,
+    "operation": None,
+    "area": None,
+    "method": None,
+    "effectiveMethod": None,
+    "host": None,
+    "path": None,
+    "organization": None,
+    "project": None,
+    "projectId": None,
+    "requiredScopes": None,
+    "decision": None,
+    "reason": None,
+    "reportOnly": False,
+    "rule": None,
+    "credential": None,
+    "status": None,
+    "upstreamStatus": None,
+    "durationMs": None,
+    "upstreamMs": None,
+    "bytesIn": None,
+    "bytesOut": None,
+    "activityId": None,
+    "upstreamRateLimit": None,
+}
+
+
 def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> dict[str, Any]:
-    """The audit record of one request (a plain dict, ready for JSON)."""
-    identity, match, decision = ctx.identity, ctx.match, ctx.decision
-    allowed: bool | None
-    if decision is not None:
-        allowed = decision.allowed and ctx.error_reason is None
-        reason = ctx.error_reason or decision.reason
+    """The audit record of one request (a plain dict, ready for JSON).
+
+    Filled in place in a copy of _REQUEST_FIELDS, which keeps the order of the
+    fields (a copy and 30 stores take 4/5 of the time of a 31-entry dict literal).
+    """
+    entry = _REQUEST_FIELDS.copy()
+    entry["time"] = utc_ms(time.time() if now is None else now)
+    entry["requestId"] = ctx.request_id
+    entry["source"] = ctx.source
+    entry["userAgent"] = user_agent(ctx.user_agent)
+    identity, match, decision, error = ctx.identity, ctx.match, ctx.decision, ctx.error_reason
+    if identity is not None:
+        entry["client"] = identity.client
+        entry["authMethod"] = identity.auth_method
+        entry["subject"] = identity.subject
+    scopes: tuple[str, ...] = ()
+    if match is not None:
+        operation = match.operation
+        entry["operation"] = operation.id
+        entry["area"] = operation.area
+        entry["organization"] = match.organization
+        entry["project"] = match.project
+        scopes = operation.scopes
+    entry["method"] = ctx.method
+    entry["effectiveMethod"] = ctx.effective_method or ctx.method
+    entry["host"] = ctx.host
+    entry["path"] = ctx.path or None
+    if ctx.project is not None:  # looked up: its name, else the one the path gave
+        entry["project"] = ctx.project.name or entry["project"]
+        entry["projectId"] = ctx.project.id
+    if decision is None:
+        entry["decision"] = "deny" if error else None
+        entry["reason"] = error
     else:
-        allowed = False if ctx.error_reason else None
-        reason = ctx.error_reason
-    required = (
-        decision.required_scopes
-        if decision and decision.required_scopes
-        else (match.operation.scopes if match else ())
-    )
-    return {
-        "kind": "request",
-        "time": utc_ms(time.time() if now is None else now),
-        "requestId": ctx.request_id,
-        "source": ctx.source,
-        "userAgent": user_agent(ctx.user_agent),
-        "client": identity.client if identity else None,
-        "authMethod": identity.auth_method if identity else None,
-        "subject": identity.subject if identity else None,
-        "operation": match.operation.id if match else None,
-        "area": match.operation.area if match else None,
-        "method": ctx.method,
-        "effectiveMethod": ctx.effective_method or ctx.method,
-        "host": ctx.host,
-        "path": ctx.path or None,
-        "organization": match.organization if match else None,
-        "project": (ctx.project.name if ctx.project else None)
-        or (match.project if match else None),
-        "projectId": ctx.project.id if ctx.project else None,
-        "requiredScopes": list(required),
-        "decision": "allow" if allowed else "deny" if allowed is False else None,
-        "reason": reason,
-        "reportOnly": bool(decision and decision.report_only),
-        "rule": decision.rule if decision else None,
-        "credential": ctx.credential,
-        "status": ctx.status,
-        "upstreamStatus": ctx.upstream_status,
-        "durationMs": round(seconds * 1000, 3),
-        "upstreamMs": None
-        if ctx.upstream_seconds is None
-        else round(ctx.upstream_seconds * 1000, 3),
-        "bytesIn": ctx.bytes_in,
-        "bytesOut": ctx.bytes_out,
-        "activityId": ctx.activity_id,
-        "upstreamRateLimit": dict(ctx.upstream_rate_limit) or None,
-    }
+        entry["decision"] = "allow" if decision.allowed and error is None else "deny"
+        entry["reason"] = error or decision.reason
+        entry["reportOnly"] = decision.report_only
+        entry["rule"] = decision.rule
+        scopes = decision.required_scopes or scopes
+    entry["requiredScopes"] = list(scopes)
+    entry["credential"] = ctx.credential
+    entry["status"] = ctx.status
+    entry["upstreamStatus"] = ctx.upstream_status
+    # float(f"{x:.3f}") is round(x, 3) (both the correctly rounded decimal), in 2/3 the time
+    entry["durationMs"] = float(f"{seconds * 1000:.3f}")
+    if ctx.upstream_seconds is not None:
+        entry["upstreamMs"] = float(f"{ctx.upstream_seconds * 1000:.3f}")
+    entry["bytesIn"] = ctx.bytes_in
+    entry["bytesOut"] = ctx.bytes_out
+    entry["activityId"] = ctx.activity_id
+    if ctx.upstream_rate_limit:
+        entry["upstreamRateLimit"] = dict(ctx.upstream_rate_limit)
+    return entry
 
 
 class AuditLog:

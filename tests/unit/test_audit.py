@@ -1,16 +1,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
+import re
 import select
 import shutil
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.observability import audit as audit_mod
 from gateway.observability.audit import AuditLog, record
-from gateway.types import ClientIdentity, Decision, Match, RequestContext
+from gateway.types import ClientIdentity, Decision, Match, Operation, ProjectRef, RequestContext
 from tests.samples import REPOSITORIES_LIST
 
 OP = REPOSITORIES_LIST
@@ -166,6 +171,146 @@ def test_line_is_the_record_as_compact_json():
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == rec
     assert line.decode() == json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+# What record(), utc_ms() and user_agent() computed before they were tuned for
+# speed, written the plain way: the tuned ones must give the same line, byte for byte.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _plain_utc_ms(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _plain_user_agent(value: str | None) -> str | None:
+    if value is None:
+        return None
+    escaped = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    return escaped if len(escaped) <= 256 else escaped[:253] + "..."
+
+
+def _plain_record(ctx: RequestContext, seconds: float, now: float) -> dict[str, Any]:
+    identity, match, decision = ctx.identity, ctx.match, ctx.decision
+    allowed: bool | None
+    if decision is not None:
+        allowed = decision.allowed and ctx.error_reason is None
+        reason = ctx.error_reason or decision.reason
+    else:
+        allowed = False if ctx.error_reason else None
+        reason = ctx.error_reason
+    required = (
+        decision.required_scopes
+        if decision and decision.required_scopes
+        else (match.operation.scopes if match else ())
+    )
+    return {
+        "kind": "request",
+        "time": _plain_utc_ms(now),
+        "requestId": ctx.request_id,
+        "source": ctx.source,
+        "userAgent": _plain_user_agent(ctx.user_agent),
+        "client": identity.client if identity else None,
+        "authMethod": identity.auth_method if identity else None,
+        "subject": identity.subject if identity else None,
+        "operation": match.operation.id if match else None,
+        "area": match.operation.area if match else None,
+        "method": ctx.method,
+        "effectiveMethod": ctx.effective_method or ctx.method,
+        "host": ctx.host,
+        "path": ctx.path or None,
+        "organization": match.organization if match else None,
+        "project": (ctx.project.name if ctx.project else None)
+        or (match.project if match else None),
+        "projectId": ctx.project.id if ctx.project else None,
+        "requiredScopes": list(required),
+        "decision": "allow" if allowed else "deny" if allowed is False else None,
+        "reason": reason,
+        "reportOnly": bool(decision and decision.report_only),
+        "rule": decision.rule if decision else None,
+        "credential": ctx.credential,
+        "status": ctx.status,
+        "upstreamStatus": ctx.upstream_status,
+        "durationMs": round(seconds * 1000, 3),
+        "upstreamMs": None
+        if ctx.upstream_seconds is None
+        else round(ctx.upstream_seconds * 1000, 3),
+        "bytesIn": ctx.bytes_in,
+        "bytesOut": ctx.bytes_out,
+        "activityId": ctx.activity_id,
+        "upstreamRateLimit": dict(ctx.upstream_rate_limit) or None,
+    }
+
+
+_TEXT = st.text(max_size=12)
+_MAYBE = st.none() | _TEXT
+_SCOPES = st.lists(st.sampled_from(["vso.code", "vso.build", "vso.project"]), max_size=3)
+_OPERATIONS = st.builds(
+    Operation,
+    id=_TEXT,
+    area=_TEXT,
+    host=st.just("main"),
+    method=st.just("GET"),
+    template=st.just("/{organization}/_apis/x"),
+    scopes=_SCOPES.map(tuple),
+)
+_CONTEXTS = st.builds(
+    RequestContext,
+    request_id=_TEXT,
+    method=st.sampled_from(["GET", "POST", "BREW"]),
+    source=_MAYBE,
+    user_agent=st.none() | st.text(max_size=300),
+    effective_method=st.sampled_from(["", "GET", "DELETE"]),
+    host=_TEXT,
+    path=_TEXT,
+    identity=st.none()
+    | st.builds(
+        ClientIdentity,
+        client=_TEXT,
+        auth_method=st.sampled_from(["api_key", "entra", "certificate"]),
+        subject=_TEXT,
+        user_assertion=st.just("eyJ.secret"),
+    ),
+    match=st.none() | st.builds(Match, _OPERATIONS, st.just({}), _MAYBE, _MAYBE),
+    project=st.none() | st.builds(ProjectRef, _MAYBE, _MAYBE),
+    decision=st.none()
+    | st.builds(Decision, st.booleans(), _MAYBE, _SCOPES.map(tuple), st.booleans(), _MAYBE),
+    credential=_MAYBE,
+    upstream_status=st.none() | st.integers(100, 599),
+    upstream_seconds=st.none() | st.floats(0, 1e6),
+    activity_id=_MAYBE,
+    bytes_in=st.integers(0, 2**40),
+    bytes_out=st.integers(0, 2**40),
+    status=st.none() | st.integers(100, 599),
+    error_reason=_MAYBE,
+    upstream_rate_limit=st.dictionaries(_TEXT, _TEXT, max_size=3),
+)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(_CONTEXTS, st.floats(0, 1e6), st.floats(0, 4e9))
+def test_record_gives_the_line_the_plain_record_gives(ctx, seconds, now):
+    plain = _plain_record(ctx, seconds, now)
+    rec = record(ctx, seconds, now=now)
+    assert list(rec.items()) == list(plain.items())  # the same fields in the same order
+    assert audit_mod.encode_line(rec) == audit_mod.encode_line(plain)
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True)
+@given(
+    st.floats(0, 2**34)
+    | st.integers(0, 2**30).map(lambda s: s + 0.9999996)  # rounds up to the next second
+    | st.integers(0, 2**30 * 1000).map(lambda ms: ms / 1000 + 0.0009996)  # to the next ms
+    | st.integers(0, 2**34 * 1000).map(lambda ms: ms / 1000)
+    | st.floats(-1e9, 0)
+)
+def test_utc_ms_is_the_text_datetime_gives(t):
+    assert audit_mod.utc_ms(t) == _plain_utc_ms(t)
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True)
+@given(st.text(max_size=300) | st.text(alphabet=st.characters(max_codepoint=0xA0), max_size=300))
+def test_user_agent_is_the_plain_escape_and_cut(value):
+    assert audit_mod.user_agent(value) == _plain_user_agent(value)
 
 
 def test_undecodable_header_value_still_gives_one_valid_line(tmp_path):

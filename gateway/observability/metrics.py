@@ -7,6 +7,10 @@ configuration, `operation_area` from the catalog, methods from a fixed set,
 reasons from `gateway.errors.REASONS`; anything else becomes a fixed
 placeholder, never a raw path or a value the caller typed.
 
+Some are derived when scraped rather than kept: the seconds-to-expiry gauges
+(from the expiry timestamps) and `azdo_gateway_requests_total` (the `_count`
+of `azdo_gateway_request_duration_seconds`, which has the same labels).
+
 Multiple worker processes: when `PROMETHEUS_MULTIPROC_DIR` is set (the
 supervisor sets it before starting workers), prometheus_client keeps every
 value in a per-process file and `render()` merges all of them, so counters of a
@@ -28,7 +32,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -43,6 +47,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RESULT = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
+DURATION = "azdo_gateway_request_duration_seconds"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 REQUEST_LABELS = ("client", "operation_area", "method", "status")
 CACHED_CHILDREN = 4096  # labelled children kept per metric for the per-request path
@@ -74,18 +79,14 @@ class Metrics:
         self._credentials: frozenset[str] = frozenset()
         # The per-request children, cached by the raw values they are labelled from
         # (see `request_finished`); emptied when full and when the bounds change.
-        self._finished: dict[_RawLabels, tuple[str, Counter, Histogram]] = {}
+        self._finished: dict[_RawLabels, tuple[str, Histogram]] = {}
         self._upstream: dict[tuple[str, str | None], Histogram] = {}
         self.known(clients=names)
         r = self.registry
-        self.requests = Counter(
-            "azdo_gateway_requests_total",
-            "Requests answered, by client, operation area, method and status.",
-            REQUEST_LABELS,
-            registry=r,
-        )
+        # azdo_gateway_requests_total is the count of request_duration (_RequestsCollector)
+        r.register(_RequestsCollector(self))
         self.request_duration = Histogram(
-            "azdo_gateway_request_duration_seconds",
+            DURATION,
             "Time from request to the end of the response, as seen by the gateway.",
             REQUEST_LABELS,
             buckets=DURATION_BUCKETS,
@@ -236,9 +237,8 @@ class Metrics:
         children = self._finished.get(raw)
         if children is None:
             children = self._request_children(raw)
-        client, requests, duration = children
-        requests.inc()
-        duration.observe(seconds)
+        client, duration = children
+        duration.observe(seconds)  # counted in azdo_gateway_requests_total too
         if ctx.upstream_seconds is not None:
             upstream = self._upstream.get((ctx.host, raw[1]))
             if upstream is None:
@@ -254,16 +254,12 @@ class Metrics:
     def _area(area: str | None) -> str:
         return NONE if area is None else area if _NAME.match(area) else OTHER
 
-    def _request_children(self, raw: _RawLabels) -> tuple[str, Counter, Histogram]:
+    def _request_children(self, raw: _RawLabels) -> tuple[str, Histogram]:
         name, area, method, status = raw
         labels = (self.client(name), self._area(area), _method(method), _status(status))
         if len(self._finished) >= CACHED_CHILDREN:
             self._finished.clear()
-        children = self._finished[raw] = (
-            labels[0],
-            self.requests.labels(*labels),
-            self.request_duration.labels(*labels),
-        )
+        children = self._finished[raw] = (labels[0], self.request_duration.labels(*labels))
         return children
 
     def _upstream_child(self, host: str, area: str | None) -> Histogram:
@@ -366,8 +362,41 @@ class _ExpiryCollector(Collector):
         yield _key_expiry_family(self._metrics._key_expiry, now)
 
 
+def _requests_family(durations: Iterable[Metric]) -> CounterMetricFamily:
+    """azdo_gateway_requests_total: per label set, the `_count` of request_duration
+    (with its `_created`, when the library reports one)."""
+    counts: dict[tuple[str, ...], float] = {}
+    created: dict[tuple[str, ...], float] = {}
+    for metric in durations:
+        for sample in metric.samples:
+            if sample.name == DURATION + "_count":
+                counts[tuple(sample.labels[k] for k in REQUEST_LABELS)] = sample.value
+            elif sample.name == DURATION + "_created":
+                created[tuple(sample.labels[k] for k in REQUEST_LABELS)] = sample.value
+    family = CounterMetricFamily(
+        "azdo_gateway_requests",
+        "Requests answered, by client, operation area, method and status.",
+        labels=REQUEST_LABELS,
+    )
+    for labels, count in counts.items():
+        family.add_metric(labels, count, created.get(labels))
+    return family
+
+
+class _RequestsCollector(Collector):
+    """azdo_gateway_requests_total, read from request_duration at scrape time: every
+    request answered is one observation there, under the same labels, so the
+    request path updates one metric instead of two."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield _requests_family(self._metrics.request_duration.collect())
+
+
 class _Merged(Collector):
-    """All workers' values, plus the derived seconds-to-expiry gauges."""
+    """All workers' values, plus the derived seconds-to-expiry gauges and request count."""
 
     def __init__(self, source: MultiProcessCollector, metrics: Metrics) -> None:
         self._source = source
@@ -378,6 +407,8 @@ class _Merged(Collector):
         for metric in self._source.collect():  # type: ignore[no-untyped-call]
             if metric.name == "azdo_gateway_token_expiry_timestamp_seconds":
                 expiry.append(metric)
+            elif metric.name == DURATION:
+                yield _requests_family([metric])
             yield metric
         now = time.time()
         yield _expiry_family(expiry, now)

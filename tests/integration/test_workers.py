@@ -77,8 +77,8 @@ async def test_workers_share_a_port_survive_a_crash_and_stop_on_sigterm(tmp_path
                     await asyncio.sleep(0.05)
 
         await settles_at(20)
-        handled = {f.name for f in metrics_dir.glob("counter_*.db")}
-        assert handled == {f"counter_{pid}.db" for pid in started}  # both workers served
+        handled = {f.name for f in metrics_dir.glob("histogram_*.db")}
+        assert handled == {f"histogram_{pid}.db" for pid in started}  # both workers served
 
         os.kill(started[0], signal.SIGKILL)
         await sup.wait_for(rf"pid {started[0]}\) exited with SIGKILL")

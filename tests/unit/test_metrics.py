@@ -7,10 +7,10 @@ import textwrap
 import time
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.observability.metrics import Metrics
+from gateway.observability.metrics import REQUEST_LABELS, Metrics
 from gateway.types import ClientIdentity, Decision, Match, RequestContext
 from tests.samples import REPOSITORIES_LIST
 
@@ -100,6 +100,38 @@ def test_request_labels_are_bounded():
     text = m.render().decode()
     assert "passwd" not in text and "BREW" not in text and "gone" not in text
     assert "<script>" not in text
+
+
+def test_requests_total_renders_as_the_counter_it_replaces(monkeypatch):
+    """azdo_gateway_requests_total is read off request_duration at scrape time; its
+    text is what a Counter incremented once per request would render."""
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)  # the _created samples
+    plain_registry = CollectorRegistry()
+    plain = Counter(
+        "azdo_gateway_requests_total",
+        "Requests answered, by client, operation area, method and status.",
+        REQUEST_LABELS,
+        registry=plain_registry,
+    )
+    m = Metrics(CollectorRegistry(), names=["ci"])
+    text = m.render().decode()
+    assert text.startswith(generate_latest(plain_registry).decode())  # no request yet
+    ci = ClientIdentity(client="ci", auth_method="api_key", subject="k1")
+    match = Match(OP, {}, "fabrikam", "Fiber")
+    requests = [
+        (ctx(identity=ci, match=match, status=200), ("ci", "git", "GET", "200")),
+        (ctx(method="BREW", status=400, error_reason="x"), ("-", "-", "other", "400")),
+        (ctx(identity=ci, match=match, status=200), ("ci", "git", "GET", "200")),
+        (ctx(identity=ClientIdentity("gone", "api_key", "k")), ("other", "-", "GET", "-")),
+        (ctx(identity=ci, method="POST", status=201), ("ci", "-", "POST", "201")),
+    ]
+    for c, labels in requests:
+        m.request_finished(c, 0.01)
+        plain.labels(*labels).inc()
+    expected = generate_latest(plain_registry).decode()
+    text = m.render().decode()
+    assert text.startswith(expected)  # the first family, as it was registered first
+    assert text.index("azdo_gateway_request_duration_seconds") == len(expected) + len("# HELP ")
 
 
 def test_a_client_added_by_a_reload_gets_its_own_label():
@@ -228,6 +260,7 @@ def test_multiprocess_counters_add_up_and_survive_dead_workers(tmp_path, dead):
             [sys.executable, "-c", WORKER, "0"], env=env, check=True, capture_output=True, text=True
         ).stdout
         fams = {f.name: f for f in text_string_to_metric_families(out)}
+        assert fams["azdo_gateway_requests"].type == "counter"
         assert [
             s.value for s in fams["azdo_gateway_requests"].samples if s.name.endswith("_total")
         ] == [7]

@@ -162,12 +162,18 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
     audit = observability.audit
 
     # Under load many requests finish per turn of the event loop, and their audit
-    # lines go out in one write(): these two run BATCH times, then flush.
-    def observe() -> None:
+    # lines go out in one write(): these two run BATCH times, then flush (observe:
+    # the loop turns, running what the turn scheduled: the write, the in-flight gauge).
+    async def observe() -> None:
         for _ in range(BATCH):
             observability.started(ctx)
             observability.finished(ctx)
-        audit.flush()
+        await asyncio.sleep(0)
+
+    async def observe_alone() -> None:  # the same, one request a turn
+        observability.started(ctx)
+        observability.finished(ctx)
+        await asyncio.sleep(0)
 
     def audit_write() -> None:
         for _ in range(BATCH):
@@ -208,6 +214,7 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
         "utc_ms": lambda: utc_ms(now),
         "AuditLog.write (record, encode, write)": audit_write,
         "Observability.started+finished": observe,
+        "Observability.started+finished (1 a turn)": observe_alone,
         "Gateway.handle (whole pipeline, no upstream)": handle,
     }
 

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.config.model import Config, GatewayConfig
+from gateway.observability import Observability
 from gateway.observability.metrics import REQUEST_LABELS, Metrics
 from gateway.types import ClientIdentity, Decision, Match, RequestContext
 from tests.samples import REPOSITORIES_LIST
@@ -266,3 +271,37 @@ def test_multiprocess_counters_add_up_and_survive_dead_workers(tmp_path, dead):
         ] == [7]
         # only the rendering process itself is still live
         assert [s.value for s in fams["azdo_gateway_inflight_requests"].samples] == [1]
+
+
+def _observability() -> Observability:
+    gateway = GatewayConfig.model_validate({"audit": {"file": ""}})
+    config = Config(path=Path("gateway.yaml"), gateway=gateway, clients=(), routes=())
+    return Observability(config, registry=CollectorRegistry())
+
+
+def test_inflight_of_requests_observed_without_an_event_loop():
+    obs = _observability()
+    obs.started(ctx())
+    obs.started(ctx())
+    assert sample(obs.metrics, "azdo_gateway_inflight_requests") == 2
+    obs.finished(ctx(status=200))
+    assert sample(obs.metrics, "azdo_gateway_inflight_requests") == 1
+
+
+async def test_inflight_is_written_once_the_loop_turns_and_is_current_on_scrape():
+    obs = _observability()
+    requests = [ctx() for _ in range(3)]
+    for c in requests:
+        obs.started(c)
+    obs.finished(requests[0])
+    assert sample(obs.metrics, "azdo_gateway_inflight_requests") == 0  # not yet written
+    await asyncio.sleep(0)
+    assert sample(obs.metrics, "azdo_gateway_inflight_requests") == 2
+    obs.finished(requests[1])
+    response = await obs.metrics_view(make_mocked_request("GET", "/metrics"))
+    assert b"\nazdo_gateway_inflight_requests 1.0\n" in response.body
+    await asyncio.sleep(0)
+    assert sample(obs.metrics, "azdo_gateway_inflight_requests") == 1
+    obs.finished(requests[2])
+    await asyncio.sleep(0)
+    assert sample(obs.metrics, "azdo_gateway_inflight_requests") == 0

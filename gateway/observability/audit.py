@@ -35,7 +35,6 @@ import os
 import re
 import select
 import sys
-import threading
 import time
 from typing import Any, TextIO
 
@@ -201,14 +200,17 @@ def record(ctx: RequestContext, seconds: float, *, now: float | None = None) -> 
 
 
 class AuditLog:
-    """Appends JSON lines to a file or stdout; safe to share between processes."""
+    """Appends JSON lines to a file or stdout; safe to share between processes.
+
+    Used from the event loop's thread only (the request path, the SIGHUP
+    handler, shutdown), so it takes no lock.
+    """
 
     def __init__(self, destination: str | None) -> None:
         self.destination = destination or None
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
         self._checked = 0.0
-        self._lock = threading.Lock()
         self._pending: list[bytes] = []  # whole lines not yet written
         self._scheduled = False
         self.failures = 0
@@ -226,13 +228,12 @@ class AuditLog:
 
     def reopen(self) -> None:
         """Reopen the file by name (after logrotate moved it away)."""
-        with self._lock:
-            self._flush_locked()
-            if self.destination not in (None, "-"):
-                try:
-                    self._open()
-                except OSError as err:
-                    log.error("audit: cannot reopen %s: %s", self.destination, err.strerror)
+        self.flush()
+        if self.destination not in (None, "-"):
+            try:
+                self._open()
+            except OSError as err:
+                log.error("audit: cannot reopen %s: %s", self.destination, err.strerror)
 
     def _rotated(self) -> bool:
         now = time.monotonic()
@@ -248,25 +249,19 @@ class AuditLog:
     def write(self, entry: dict[str, Any]) -> None:
         if self.destination is None:
             return
-        line = encode_line(entry)
-        with self._lock:
-            self._pending.append(line)
-            if self._scheduled:
-                return
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop here: write at once
-                self._flush_locked()
-                return
-            self._scheduled = True
+        self._pending.append(encode_line(entry))
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop here: write at once
+            self.flush()
+            return
+        self._scheduled = True
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write the lines collected so far."""
-        with self._lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
         self._scheduled = False
         if not self._pending:
             return
@@ -293,11 +288,10 @@ class AuditLog:
                 )
 
     def close(self) -> None:
-        with self._lock:
-            self._flush_locked()
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        self.flush()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _to_stdout(lines: list[bytes]) -> None:

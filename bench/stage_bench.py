@@ -103,8 +103,8 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
         target = canonicalize(request.raw_path, hosts, max_length=max_url)
         ctx.host, ctx.path, ctx.query = target.host, target.path, target.query
         items = request.headers.items()
-        check_headers(items)
-        ctx.effective_method = effective_method(ctx.method, items)
+        overridden = check_headers(items)
+        ctx.effective_method = effective_method(ctx.method, items) if overridden else ctx.method
 
     canonical()
 

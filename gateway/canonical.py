@@ -232,11 +232,17 @@ def _normalize(name: str) -> str:
     return key
 
 
-def check_headers(headers: Iterable[tuple[str, str]]) -> None:
-    """Reject headers that could make upstream see another target than the one authorized."""
+def check_headers(headers: Iterable[tuple[str, str]]) -> bool:
+    """Reject headers that could make upstream see another target than the one authorized.
+
+    True when a method-override header is among them (then `effective_method`
+    has a method to work out; without one it is the request's own)."""
     seen: set[str] = set()
+    overrides = False
     for name, _ in headers:
         key = _normalized.get(name) or _normalize(name)
+        if key in OVERRIDE_HEADERS:
+            overrides = True
         if key in TARGET_HEADERS:
             # SECURITY: the gateway authorizes the request line's target; a server or
             # module behind it that honours these would act on a different one.
@@ -245,6 +251,7 @@ def check_headers(headers: Iterable[tuple[str, str]]) -> None:
             if key in seen:
                 raise _reject(f"header {name!r} is repeated", "bad_request")
             seen.add(key)
+    return overrides
 
 
 def effective_method(method: str, headers: Iterable[tuple[str, str]]) -> str:

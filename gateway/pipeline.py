@@ -202,8 +202,8 @@ async def canonicalize(call: Call, next: Next) -> web.StreamResponse:
     )
     ctx.host, ctx.path, ctx.query = target.host, target.path, target.query
     headers = call.request.headers.items()
-    check_headers(headers)
-    ctx.effective_method = effective_method(ctx.method, headers)
+    overridden = check_headers(headers)
+    ctx.effective_method = effective_method(ctx.method, headers) if overridden else ctx.method
     return await next(call)
 
 

@@ -365,4 +365,12 @@ def test_header_names_seen_are_remembered_within_bounds(monkeypatch) -> None:
 
 
 def test_ordinary_headers_pass() -> None:
-    check_headers([("Host", "x"), ("Accept", "a"), ("Accept", "b"), ("Authorization", "Basic x")])
+    assert not check_headers(
+        [("Host", "x"), ("Accept", "a"), ("Accept", "b"), ("Authorization", "Basic x")]
+    )
+
+
+@pytest.mark.parametrize("name", ["X-HTTP-Method-Override", "x-http-method", "X_Method_Override"])
+def test_check_headers_tells_a_method_override_is_present(name: str) -> None:
+    # the pipeline works out effective_method only then
+    assert check_headers([("Accept", "*/*"), (name, "PATCH")])

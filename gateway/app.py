@@ -154,12 +154,10 @@ class Gateway:
         return await self.pipeline(Call(request, self))
 
     async def resolve(self, ctx: RequestContext, rt: Runtime, client: Client) -> None:
-        """A project the request names by id gets its name (or a name its id), when the
-        client's decision depends on it."""
+        """A project the request names by id gets its name (or a name its id): called
+        when the client's decision depends on it (`Policy.project_lookup`)."""
         match = ctx.match
-        if match is None or not rt.policy.project_lookup(client.name, match):
-            return
-        assert match.organization is not None and match.project is not None
+        assert match is not None and match.organization is not None and match.project is not None
 
         async def lookup(organization: str, project: str) -> tuple[str, str] | None:
             return await self._project_lookup(ctx, rt, client, organization, project)

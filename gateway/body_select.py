@@ -21,7 +21,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.catalog import Catalog
 from gateway.errors import BadRequest, PayloadTooLarge
 from gateway.types import Match, Operation, RequestContext
 
@@ -30,14 +29,10 @@ MAX_BYTES = 64 * 1024
 PREREAD = web.RequestKey("preread_body", bytes)
 
 
-async def select(request: web.BaseRequest, ctx: RequestContext, catalog: Catalog) -> None:
-    """Read the body and choose the operation, when the matched one has alternatives."""
-    match = ctx.match
-    if match is None:
-        return
-    variants = catalog.body_variants(match.operation)
-    if not variants:
-        return
+async def select(
+    request: web.BaseRequest, ctx: RequestContext, match: Match, variants: tuple[Operation, ...]
+) -> None:
+    """Read the body and choose among `variants`, the alternatives of the matched operation."""
     what = f"{match.operation.id}: the request body"
     body = await read_bounded(request, MAX_BYTES, what)
     request[PREREAD] = body

@@ -238,13 +238,20 @@ async def match(call: Call, next: Next) -> web.StreamResponse:
 
 async def select(call: Call, next: Next) -> web.StreamResponse:
     """... or the operation its body selects (a Git LFS upload batch; gateway.body_select)."""
-    await body_select.select(call.request, call.ctx, call.rt.catalog)
+    ctx = call.ctx
+    match = ctx.match
+    variants = call.rt.catalog.body_variants(match.operation) if match is not None else ()
+    if variants:
+        assert match is not None
+        await body_select.select(call.request, ctx, match, variants)
     return await next(call)
 
 
 async def resolve(call: Call, next: Next) -> web.StreamResponse:
     """A project named by id gets its name (gateway.projects), for the policy."""
-    await call.gateway.resolve(call.ctx, call.rt, call.client)
+    ctx, rt = call.ctx, call.rt
+    if rt.policy.project_lookup(call.client.name, ctx.match):
+        await call.gateway.resolve(ctx, rt, call.client)
     return await next(call)
 
 

@@ -8,7 +8,7 @@ import uuid
 
 from aiohttp import web
 
-from gateway.pipeline import Call, Next, RequestIds, chain, new_request_id
+from gateway.pipeline import Call, Next, RequestIds, chain
 
 
 def test_request_ids_are_version_4_uuids_and_unique() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import hashlib
 import json
 import os
@@ -196,6 +197,7 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
     async def handle() -> None:
         await whole.handle(whole_request)
 
+    proxied = forwarding(config, observability, tokens, client, ctx, response)
     now = time.time()
     entry = record(ctx, 0.0021)
     return {
@@ -216,6 +218,97 @@ def stages(tmp: Path) -> dict[str, Callable[[], Any]]:
         "Observability.started+finished": observe,
         "Observability.started+finished (1 a turn)": observe_alone,
         "Gateway.handle (whole pipeline, no upstream)": handle,
+        **proxied,
+    }
+
+
+def forwarding(
+    config: Any, observability: Any, tokens: Any, client: Any, ctx: Any, answer: Any
+) -> dict[str, Callable[[], Any]]:
+    """The forwarder's stages: header cleaning both ways, the credential search,
+    the rewriter's look at the answer, and `Forwarder.forward` whole with the
+    upstream answering at once (`answer`'s headers and a small JSON body, whole:
+    as a project list arrives)."""
+    import aiohttp
+    from aiohttp.helpers import TimerNoop
+    from aiohttp.streams import EmptyStreamReader, StreamReader
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from gateway.app import build_runtime
+    from gateway.catalog import Catalog
+    from gateway.proxy import headers as hdrs
+    from gateway.proxy import leaks
+    from gateway.proxy.forward import Forwarder
+    from gateway.proxy.upstream import _Response
+
+    fw = build_runtime(config, Catalog.builtin()).forwarding
+    rewriter = fw.rewriter
+    assert rewriter is not None
+    headers = {
+        "Host": "127.0.0.1:8080",
+        "User-Agent": "bench/1.0",
+        "Accept": "application/json",
+        "Accept-Encoding": "gzip, deflate, br",
+        "Authorization": aiohttp.encode_basic_auth("", KEY),
+        "Connection": "keep-alive",
+    }
+    request = make_mocked_request("GET", PATH, headers=headers, payload=EmptyStreamReader())
+    upstream_headers = CIMultiDictProxy(CIMultiDict(answer.headers))
+    raw = tuple((k.encode(), v.encode()) for k, v in upstream_headers.items())
+    body = b'{"count":1,"value":[{"id":"4f2d","name":"Fabrikam","state":"wellFormed"}]}'
+    secrets = leaks.forms("Basic " + "c2VydmVyOmJlbmNoLXVwc3RyZWFtLXBhdA==")
+    cleaned = hdrs.to_client(upstream_headers)
+
+    class Sent:
+        output_size = 0
+
+    class Protocol:
+        def resume_reading(self, resume_parser: bool = True) -> None: ...
+
+    class Session:
+        """Answers every request at once, as `ClientSession.request` returns."""
+
+        async def request(self, method: str, url: Any, **kw: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            info = aiohttp.RequestInfo(url, method, CIMultiDictProxy(kw["headers"]), url)
+            up = _Response(
+                method,
+                url,
+                writer=None,
+                continue100=None,
+                timer=TimerNoop(),
+                request_info=info,
+                traces=[],
+                loop=loop,
+                session=None,  # type: ignore[arg-type]
+                stream_writer=Sent(),  # type: ignore[arg-type]
+            )
+            up.status, up.reason = 200, "OK"
+            up._headers, up._raw_headers = upstream_headers, raw
+            up.content = StreamReader(Protocol(), 2**16, loop=loop)  # type: ignore[arg-type]
+            up.content.feed_data(body)
+            up.content.feed_eof()
+            return up
+
+    forwarder = Forwarder(config, observability)
+    forward_ctx = copy.copy(ctx)
+
+    async def forward() -> None:
+        if forwarder.session is None:
+            await forwarder.start()
+            await forwarder.session.close()  # type: ignore[union-attr]
+            forwarder.session = Session()  # type: ignore[assignment]
+        await forwarder.forward(request, forward_ctx, fw, tokens, client)
+
+    return {
+        "headers.to_upstream": lambda: hdrs.to_upstream(request.headers),
+        "headers.to_client": lambda: hdrs.to_client(upstream_headers),
+        "leaks.scrub_headers": lambda: leaks.scrub_headers(cleaned, secrets),
+        "Rewriter.wants_body (JSON answer)": lambda: rewriter.wants_body(
+            upstream_headers, ctx.path
+        ),
+        "Forwarder.forward (upstream answers at once)": forward,
     }
 
 

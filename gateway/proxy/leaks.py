@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from multidict import CIMultiDict
 
 from gateway.proxy.rewrite import encoding as enc
 
@@ -55,13 +57,24 @@ def carries(data: bytes, secrets: tuple[bytes, ...]) -> bool:
     return any(s in data for s in secrets)
 
 
-def scrub_headers(headers: MutableMapping[str, str], secrets: tuple[bytes, ...]) -> None:
+def scrub_headers(headers: CIMultiDict[str], secrets: tuple[bytes, ...]) -> None:
+    """Drop every header name one of whose values holds a secret (all its fields)."""
     if not secrets:
         return
-    texts = tuple(s.decode() for s in secrets)
-    for name in [k for k, v in headers.items() if any(t in v for t in texts)]:
+    texts = _texts(secrets)
+    # One search over all the values first: an answer almost never carries one.
+    joined = "\n".join(headers.values())
+    if not any(t in joined for t in texts):
+        return
+    names = {k.lower(): k for k, v in headers.items() if any(t in v for t in texts)}
+    for name in names.values():
         log.warning("upstream answer header %s carried the gateway's credential: dropped", name)
-        del headers[name]
+        headers.popall(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _texts(secrets: tuple[bytes, ...]) -> tuple[str, ...]:
+    return tuple(s.decode() for s in secrets)
 
 
 def scrub_doc(doc: Any, secrets: tuple[bytes, ...]) -> bool:

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from tests.fakes.permissive import Proxy, start_proxy
+from tests.fakes.permissive import PAT, Proxy, start_proxy
 from tests.fakes.rawupstream import CLOSE, OK, Early, Pause, RawUpstream, Sent, Wait, answer
 
 MakeRaw = Callable[..., Awaitable[tuple[RawUpstream, Proxy]]]
@@ -319,3 +319,23 @@ async def test_connections_per_host_are_bounded(make_raw: MakeRaw) -> None:
     go.set()
     assert [(s, b) for s, _, b in await asyncio.gather(*calls)] == [(200, b"{}")] * 6
     assert raw.connections == 2
+
+
+async def test_the_credential_echoed_in_a_repeated_header_is_dropped(make_raw: MakeRaw) -> None:
+    """Upstream echoing the injected credential in two fields of one name: the answer
+    goes out without either (and without the credential anywhere), not as a 500."""
+    echo = answer(
+        200,
+        b'{"ok": true}',
+        "Content-Type: application/json",
+        f"X-Echo: {PAT}",
+        f"x-echo: Basic {PAT}",
+        "X-Kept: yes",
+    )
+    _, proxy = await make_raw([[echo]])
+    status, headers, body = await fetch(proxy)
+    assert status == 200, body
+    assert "X-Echo" not in headers
+    assert headers["X-Kept"] == "yes"
+    assert PAT not in str(headers)
+    assert json.loads(body) == {"ok": True}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from gateway.body_select import choose, fields
 from gateway.catalog import Catalog
@@ -67,9 +68,12 @@ def test_the_forms_of_a_credential() -> None:
 
 def test_scrubbing_headers_documents_and_text() -> None:
     secrets = leaks.forms(BASIC)
-    headers = {"X-Echo": f"was {PAT}", "Content-Type": "application/json"}
+    headers = CIMultiDict({"X-Echo": f"was {PAT}", "Content-Type": "application/json"})
     leaks.scrub_headers(headers, secrets)
     assert headers == {"Content-Type": "application/json"}
+    repeated = CIMultiDict([("X-Echo", PAT), ("x-echo", "fine"), ("X-ECHO", BASIC), ("A", "b")])
+    leaks.scrub_headers(repeated, secrets)
+    assert list(repeated.items()) == [("A", "b")]
     doc = {"a": BASIC, PAT: 1, "b": [PAT, "keep", {"c": f"x{PAT}x"}], "d": "fine"}
     assert leaks.scrub_doc(doc, secrets)
     assert doc == {"b": ["keep", {}], "d": "fine"}

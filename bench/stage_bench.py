@@ -1,18 +1,21 @@
 """Cost per call of each request-path stage, in process, on one realistic request.
 
-    python bench/stage_bench.py [--n 20000] [--baseline REV]
+    python bench/stage_bench.py [--n 20000] [--baseline REV] [--uvloop]
 
 Builds the configuration `proxy_bench.py` gives the gateway (one client with a
 gateway key, a PAT credential, an audit file) and times each stage function on
 the request that benchmark sends (`GET /fabrikam/_apis/projects?api-version=7.1`
 with a key as HTTP Basic): canonicalization, authentication, limits, catalog
-match, policy, token, metrics and the audit line. Prints the best of 5
+match, policy, token, metrics and the audit line, then the forwarder's own work
+on the answer (header cleaning, the credential search, the rewriter's look, a
+read deadline, `Forwarder.forward` whole). Prints the best of 5
 rounds of the mean µs per call (the least disturbed by other work, as timeit
 advises).
 
 `--baseline REV` also runs the same measurements on the `gateway` package of git
 revision REV (extracted to a temporary directory) and prints both columns, the
-two alternating round by round so that both see the same machine.
+two alternating round by round so that both see the same machine. `--uvloop`
+runs the stages on uvloop's event loop, as the gateway's workers do.
 """
 
 from __future__ import annotations
@@ -301,7 +304,29 @@ def forwarding(
             forwarder.session = Session()  # type: ignore[assignment]
         await forwarder.forward(request, forward_ctx, fw, tokens, client)
 
-    return {
+    async def answered_at_once() -> None:
+        pass
+
+    async def timeout() -> None:
+        async with asyncio.timeout(30):
+            await answered_at_once()
+
+    rows: dict[str, Callable[[], Any]] = {"asyncio.timeout (a block ended in time)": timeout}
+    try:
+        from gateway.proxy.upstream import Deadlines
+    except ImportError:  # a revision without it
+        pass
+    else:
+        deadlines: list[Any] = []
+
+        async def deadline() -> None:
+            if not deadlines:
+                deadlines.append(Deadlines(asyncio.get_running_loop()))
+            with deadlines[0].within(30):
+                await answered_at_once()
+
+        rows["Deadlines.within (a block ended in time)"] = deadline
+    return rows | {
         "headers.to_upstream": lambda: hdrs.to_upstream(request.headers),
         "headers.to_client": lambda: hdrs.to_client(upstream_headers),
         "leaks.scrub_headers": lambda: leaks.scrub_headers(cleaned, secrets),
@@ -347,8 +372,19 @@ def measure(n: int, rounds: int) -> dict[str, list[float]]:
                     us = await per_call_us(fn, n // batch)
                     out[name].append(us / batch)
 
-        asyncio.run(run())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(run())
     return out
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's, as the gateway's workers run, when STAGE_BENCH_LOOP=uvloop."""
+    if os.environ.get("STAGE_BENCH_LOOP") != "uvloop":
+        return None
+    import uvloop
+
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def extract(rev: str, into: Path) -> Path:
@@ -372,8 +408,11 @@ def main() -> None:
     p.add_argument("--n", type=int, default=20000, help="calls per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--baseline", help="git revision to compare against (e.g. main~3)")
+    p.add_argument("--uvloop", action="store_true", help="on uvloop, as the gateway runs")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.uvloop:
+        os.environ["STAGE_BENCH_LOOP"] = "uvloop"
     if args.child:
         sys.path.insert(0, args.child)
         print(json.dumps(measure(args.n, args.rounds)))

@@ -42,7 +42,13 @@ from gateway.observability import Observability
 from gateway.proxy import headers as hdrs
 from gateway.proxy import leaks
 from gateway.proxy.bodylimits import body_class, effective_limits, too_large
-from gateway.proxy.upstream import BodyReadError, open_session, timeouts, translate
+from gateway.proxy.upstream import (
+    BodyReadError,
+    Deadlines,
+    open_session,
+    timeouts,
+    translate,
+)
 from gateway.tokens import TokenBroker
 from gateway.types import RequestContext, UpstreamToken
 
@@ -178,10 +184,12 @@ class Forwarder:
         self.upstream = config.gateway.upstream
         self.observability = observability  # process-wide, as the session is
         self.session: aiohttp.ClientSession | None = None
+        self.deadlines: Deadlines | None = None  # the worker's one timer for read_timeout_s
         self._forms: dict[str, tuple[bytes, ...]] = {}
 
     async def start(self) -> None:
         self.session = open_session(self.upstream)
+        self.deadlines = Deadlines(asyncio.get_running_loop())
 
     async def close(self) -> None:
         if self.session is not None:
@@ -197,33 +205,24 @@ class Forwarder:
         body: RequestBody | None,
     ) -> aiohttp.ClientResponse:
         """Send the request; return once upstream's final status line and headers are in."""
-        session = self.session
-        assert session is not None, "Forwarder.start() was not awaited"
+        session, deadlines = self.session, self.deadlines
+        assert session is not None and deadlines is not None, "Forwarder.start() was not awaited"
         read_timeout = fw.timeout.sock_read
-        loop = asyncio.get_running_loop()
-        answered = False
+        proxy = fw.proxies[ctx.host]
         # Without a body the request is sent at once: the deadline starts now.
-        async with asyncio.timeout(read_timeout if body is None else None) as deadline:
+        with deadlines.within(read_timeout if body is None else None) as deadline:
             if read_timeout is not None and body is not None:
-
-                def sent() -> None:
-                    if not answered:
-                        deadline.reschedule(loop.time() + read_timeout)
-
-                body.on_end = sent
-            proxy = fw.proxies[ctx.host]
-            try:
-                up = await session.request(
-                    method,
-                    fw.url(ctx),
-                    headers=headers,
-                    data=body.chunks() if body is not None else None,
-                    allow_redirects=False,
-                    timeout=fw.timeout,
-                    proxy=proxy,
-                )
-            finally:
-                answered = True
+                loop = asyncio.get_running_loop()
+                body.on_end = lambda: deadline.reschedule(loop.time() + read_timeout)
+            up = await session.request(
+                method,
+                fw.url(ctx),
+                headers=headers,
+                data=body.chunks() if body is not None else None,
+                allow_redirects=False,
+                timeout=fw.timeout,
+                proxy=proxy,
+            )
         if proxy is not None and up.status == 407:
             # Plain HTTP through the proxy: its refusal comes as the answer.
             up.close()

@@ -125,6 +125,102 @@ class _Response(aiohttp.ClientResponse):
         super().close()
 
 
+class Deadline:
+    """One task's deadline, from `Deadlines.within`: a block it bounds raises
+    TimeoutError once the deadline has passed."""
+
+    __slots__ = ("_cancelling", "_owner", "expired", "task", "when")
+
+    def __init__(self, owner: Deadlines, task: asyncio.Task[Any]) -> None:
+        self._owner: Deadlines | None = owner  # None once the block has ended
+        self.task = task
+        self.when: float | None = None  # loop time; None: no deadline (yet)
+        self.expired = False
+        self._cancelling = task.cancelling()
+
+    def reschedule(self, when: float | None) -> None:
+        """Move the deadline to loop time `when` (None: no deadline). Nothing once
+        it has passed or the block has ended."""
+        if self._owner is not None and not self.expired:
+            self.when = when
+            if when is not None:
+                self._owner._watch(self)
+
+    def __enter__(self) -> Deadline:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: object
+    ) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner._live.discard(self)
+        # The deadline's cancel() is taken back; as with asyncio.timeout, only a
+        # cancel from elsewhere as well (the client gone) stays a CancelledError.
+        if self.expired and self.task.uncancel() <= self._cancelling:
+            if kind is asyncio.CancelledError:
+                raise TimeoutError from err
+
+
+class Deadlines:
+    """The deadlines of the tasks of one event loop, watched by one timer.
+
+    `with deadlines.within(delay):` bounds a block as `async with
+    asyncio.timeout(delay):` does (at the deadline the task is cancelled and the
+    block raises TimeoutError; a cancel from elsewhere stays a CancelledError),
+    without a timer of the loop's made and cancelled per block: the one timer is
+    due at the earliest deadline, and moved only for an earlier one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._live: set[Deadline] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = 0.0  # when the timer is due
+
+    def within(self, delay: float | None) -> Deadline:
+        """A deadline for the current task `delay` seconds from now (None: none
+        until `Deadline.reschedule` sets one)."""
+        task = asyncio.current_task(self._loop)
+        assert task is not None, "a deadline bounds a task"
+        deadline = Deadline(self, task)
+        if delay is not None:
+            deadline.reschedule(self._loop.time() + delay)
+        return deadline
+
+    def _watch(self, deadline: Deadline) -> None:
+        self._live.add(deadline)
+        when = deadline.when
+        assert when is not None
+        if self._timer is None or when < self._at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        self._at = when
+        self._timer = self._loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        # The loop runs a timer that is due within its clock's resolution: every
+        # deadline up to the one the timer was set for has passed.
+        due = max(self._at, self._loop.time())
+        later: float | None = None
+        for deadline in list(self._live):
+            when = deadline.when
+            if when is None:
+                continue
+            if when <= due:
+                self._live.discard(deadline)
+                deadline.expired = True
+                deadline.task.cancel()
+            elif later is None or when < later:
+                later = when
+        if later is not None:
+            self._arm(later)
+
+
 def open_session(upstream: Upstream) -> aiohttp.ClientSession:
     """The worker's client session (close it with the app)."""
     connector = aiohttp.TCPConnector(

@@ -214,6 +214,24 @@ async def test_interim_answers_dripping_do_not_hold_off_the_read_timeout(
     assert json.loads(body)["reason"] == "upstream_timeout"
 
 
+async def test_the_read_timeout_starts_once_the_request_body_is_sent(make_raw: MakeRaw) -> None:
+    """An upload that takes longer than read_timeout_s (0.5 s) is answered; an answer
+    that then takes longer than read_timeout_s is a 504."""
+
+    async def slow() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            await asyncio.sleep(0.25)
+            yield b"{}"
+
+    late = [Pause(0.8), OK]
+    _, proxy = await make_raw([[OK, late]], read_timeout_s=0.5)
+    status, _, body = await fetch(proxy, "POST", data=slow())
+    assert (status, body) == (200, b"{}")
+    status, _, body = await fetch(proxy, "POST", data=slow())
+    assert status == 504
+    assert json.loads(body)["reason"] == "upstream_timeout"
+
+
 async def test_interim_answers_are_skipped(make_raw: MakeRaw) -> None:
     interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
     _, proxy = await make_raw([[interim + OK]])

@@ -64,32 +64,69 @@ def normalize(name: str) -> str:
 
 def connection_options(headers: Headers) -> frozenset[str]:
     """Every header name listed in `Connection` (and the legacy Proxy-Connection)."""
-    names: set[str] = set()
-    for field in ("Connection", "Proxy-Connection"):
-        for value in headers.getall(field, ()):
-            names.update(normalize(token) for token in value.split(",") if token.strip())
-    return frozenset(names)
+    values = headers.getall("Connection", []) + headers.getall("Proxy-Connection", [])
+    if len(values) == 1:
+        return _listed(values[0])
+    return frozenset().union(*map(_listed, values))
 
 
-def _clean(headers: Headers, banned: frozenset[str], *, drop_proxy: bool) -> CIMultiDict[str]:
-    if "Connection" in headers or "Proxy-Connection" in headers:
-        banned = banned | connection_options(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        key = name.lower()
-        if "_" in key:
-            key = key.replace("_", "-")
-            if key in FRAMING:
-                continue
-        if key in banned or (drop_proxy and key.startswith("proxy-")):
-            continue
-        out.add(name, value)
-    return out
+# Connection value -> the names it lists: nearly always `keep-alive` or `close`.
+# Bounded as _Direction's verdicts are.
+_options: dict[str, frozenset[str]] = {}
 
 
-_TO_UPSTREAM = HOP_BY_HOP | CLIENT_ONLY | METHOD_OVERRIDE | GATEWAY_SET
-_TO_CLIENT = HOP_BY_HOP | UPSTREAM_ONLY
-_TO_CLIENT_REWRITTEN = _TO_CLIENT | {"content-length"}
+def _listed(value: str) -> frozenset[str]:
+    found = _options.get(value)
+    if found is None:
+        found = frozenset(normalize(token) for token in value.split(",") if token.strip())
+        if len(value) <= 64 and len(_options) < _Direction.MAX_NAMES:
+            _options[value] = found
+    return found
+
+
+class _Direction:
+    """What one direction drops, with the verdict on each name it has seen kept:
+    clients and Azure DevOps send the same few names on every message. Bounded:
+    past MAX_NAMES names (of up to 64 characters) the others are judged each time."""
+
+    MAX_NAMES = 1024
+
+    def __init__(self, banned: frozenset[str]) -> None:
+        self.banned = banned
+        self.verdicts: dict[str, str | None] = {}
+
+    def key(self, name: str) -> str | None:
+        """`name` as names compare (lower case, `_` read as `-`), or None when this
+        direction drops it whatever `Connection` lists."""
+        try:
+            return self.verdicts[name]
+        except KeyError:
+            pass
+        key = name.lower().replace("_", "-")
+        # a framing header spelled with `_` never crosses, either way
+        dropped = ("_" in name and key in FRAMING) or key in self.banned
+        verdict = None if dropped or key.startswith("proxy-") else key
+        if len(name) <= 64 and len(self.verdicts) < self.MAX_NAMES:
+            self.verdicts[name] = verdict
+        return verdict
+
+    def clean(self, headers: Headers) -> CIMultiDict[str]:
+        # A copy less the names dropped: most messages have none to drop.
+        out = headers.copy()
+        listed: frozenset[str] = frozenset()
+        if "Connection" in headers or "Proxy-Connection" in headers:
+            listed = connection_options(headers)
+        key = self.key
+        for name in headers.keys():
+            k = key(name)
+            if k is None or k in listed:
+                out.popall(name, None)
+        return out
+
+
+_TO_UPSTREAM = _Direction(HOP_BY_HOP | CLIENT_ONLY | METHOD_OVERRIDE | GATEWAY_SET)
+_TO_CLIENT = _Direction(HOP_BY_HOP | UPSTREAM_ONLY)
+_TO_CLIENT_REWRITTEN = _Direction(HOP_BY_HOP | UPSTREAM_ONLY | {"content-length"})
 
 
 def to_upstream(headers: Headers) -> CIMultiDict[str]:
@@ -100,7 +137,7 @@ def to_upstream(headers: Headers) -> CIMultiDict[str]:
     and the ones the gateway sets itself. `Content-Length` stays: the body is
     streamed through unchanged.
     """
-    return _clean(headers, _TO_UPSTREAM, drop_proxy=True)
+    return _TO_UPSTREAM.clean(headers)
 
 
 def to_client(headers: Headers, *, body_rewritten: bool = False) -> CIMultiDict[str]:
@@ -112,4 +149,4 @@ def to_client(headers: Headers, *, body_rewritten: bool = False) -> CIMultiDict[
     own headers (ActivityId, X-TFS-*, X-VSS-*, X-RateLimit-*, Retry-After,
     x-ms-continuationtoken, ...) pass.
     """
-    return _clean(headers, _TO_CLIENT_REWRITTEN if body_rewritten else _TO_CLIENT, drop_proxy=True)
+    return (_TO_CLIENT_REWRITTEN if body_rewritten else _TO_CLIENT).clean(headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.proxy import headers
 from gateway.proxy.headers import to_client, to_upstream
 
 
@@ -47,3 +48,28 @@ def test_framing_headers_spelled_with_underscores_never_cross() -> None:
     assert list(to_client(sent, body_rewritten=True).items()) == [
         ("Content_Type", "application/json")
     ]
+
+
+def test_names_listed_in_connection_are_dropped_though_remembered_as_kept() -> None:
+    plain = CIMultiDictProxy(CIMultiDict([("X-Trace", "1"), ("Accept", "*/*")]))
+    assert list(to_upstream(plain).items()) == [("X-Trace", "1"), ("Accept", "*/*")]
+    listed = CIMultiDictProxy(
+        CIMultiDict(
+            [("Connection", "keep-alive, x_trace"), ("X-Trace", "1"), ("Keep-Alive", "5")]
+            + [("Accept", "*/*"), ("Proxy-Connection", "Accept")]
+        )
+    )
+    assert list(to_upstream(listed).items()) == []
+    assert list(to_client(listed).items()) == []
+    assert list(to_upstream(plain).items()) == [("X-Trace", "1"), ("Accept", "*/*")]
+
+
+def test_the_names_remembered_are_bounded() -> None:
+    hostile = [(f"X-{i}", "v") for i in range(5000)] + [("Cookie", "c"), ("Te", "trailers")]
+    for _ in range(2):
+        sent = CIMultiDictProxy(CIMultiDict(hostile))
+        assert list(to_upstream(sent).items()) == hostile[:-2]
+    assert len(headers._TO_UPSTREAM.verdicts) <= headers._Direction.MAX_NAMES
+    long = "X-" + "a" * 100
+    assert list(to_client(CIMultiDict({long: "1", "Set-Cookie": "s"})).items()) == [(long, "1")]
+    assert long not in headers._TO_CLIENT.verdicts

@@ -330,7 +330,8 @@ def forwarding(
         "headers.to_upstream": lambda: hdrs.to_upstream(request.headers),
         "headers.to_client": lambda: hdrs.to_client(upstream_headers),
         "leaks.scrub_headers": lambda: leaks.scrub_headers(cleaned, secrets),
-        "Rewriter.wants_body (JSON answer)": lambda: rewriter.wants_body(
+        # what relay asks the rewriter of a JSON answer (a revision without look: wants_body)
+        "Rewriter.look (JSON answer)": lambda: getattr(rewriter, "look", rewriter.wants_body)(
             upstream_headers, ctx.path
         ),
         "Forwarder.forward (upstream answers at once)": forward,

@@ -73,8 +73,9 @@ class Rewriter(Protocol):
     def rewrite_headers(
         self, headers: Mapping[str, str], *, host: str = ..., public_url: str | None = ...
     ) -> CIMultiDict[str]: ...
-    def wants_body(self, headers: Mapping[str, str], path: str | None = ...) -> bool: ...
-    def unread_reason(self, headers: Mapping[str, str], path: str | None = ...) -> str | None: ...
+    def look(
+        self, headers: Mapping[str, str], path: str | None = ...
+    ) -> tuple[bool, str | None]: ...
     async def rewrite_body_async(
         self,
         body: bytes,
@@ -355,17 +356,15 @@ class Forwarder:
         prefix: list[bytes] = []
         body: bytes | None = None
         with_body = request.method != "HEAD" and up.status not in NO_BODY
-        rewritable = (
-            with_body and rewriter is not None and rewriter.wants_body(up.headers, ctx.path)
-        )
+        rewritable, unread = False, None
+        if with_body and rewriter is not None:
+            rewritable, unread = rewriter.look(up.headers, ctx.path)
         if rewritable:
             body, prefix = await self._buffer(up, fw.rewrite_max_bytes)
             if body is None:  # longer than announced, or announced by no Content-Length
                 self.observability.metrics.rewrite_skip("too_large")
-        elif with_body and rewriter is not None:
-            unread = rewriter.unread_reason(up.headers, ctx.path)
-            if unread is not None:
-                self.observability.metrics.rewrite_skip(unread)
+        elif unread is not None:
+            self.observability.metrics.rewrite_skip(unread)
         if not rewritable and with_body and up.content.is_eof():
             body = await up.read()  # a small answer often arrives whole with its headers
         headers = hdrs.to_client(up.headers, body_rewritten=body is not None)

@@ -64,6 +64,7 @@ __all__ = ["HOSTS_PREFIX", "Rewriter", "Skip"]
 
 _LOCATIONS = frozenset({"location", "content-location"})
 SYNC_BYTES = 256 * 1024  # bodies up to this size are rewritten in one go
+MAX_CONTENT_TYPES = 256  # Content-Types whose kinds a Rewriter remembers
 
 
 class Rewriter:
@@ -81,6 +82,8 @@ class Rewriter:
         host = f"[{host}]" if ":" in host else host
         self.listener_url = f"{scheme}://{host}:{gw.listen.port}"
         self.urls = UrlMap(gw.upstream.hosts)
+        # Content-Type -> the kinds whose types it matches (then their paths decide)
+        self._kinds: dict[str, tuple[BodyKind, ...]] = {}
 
     # --- public URL ---------------------------------------------------------
 
@@ -150,10 +153,22 @@ class Rewriter:
     def kind_of(self, content_type: str, path: str | None = None) -> BodyKind | None:
         """The kind of body a Content-Type announces (from upstream `path`), if the
         rewriter reads it."""
-        for kind in KINDS:
-            if kind.applies(content_type, path):
+        kinds = self._kinds.get(content_type)
+        if kinds is None:
+            kinds = tuple(kind for kind in KINDS if kind.types.match(content_type))
+            if len(content_type) <= 128 and len(self._kinds) < MAX_CONTENT_TYPES:
+                self._kinds[content_type] = kinds
+        for kind in kinds:
+            if kind.paths is None or (path is not None and kind.paths.search(path) is not None):
                 return kind
         return None
+
+    def look(self, headers: Mapping[str, str], path: str | None = None) -> tuple[bool, str | None]:
+        """`wants_body` and `unread_reason` of one answer, worked out together."""
+        if self.kind_of(headers.get("Content-Type", ""), path) is None:
+            return False, None
+        reason = self._unread_reason(headers)
+        return reason is None and headers.get("Content-Length") != "0", reason
 
     def wants_body(self, headers: Mapping[str, str], path: str | None = None) -> bool:
         """Whether a response with these headers should be buffered for `rewrite_body`.
@@ -163,15 +178,14 @@ class Rewriter:
         out larger: the caller stops buffering at `max_bytes` and streams the rest
         untouched.
         """
-        if self.kind_of(headers.get("Content-Type", ""), path) is None:
-            return False
-        return self.unread_reason(headers, path) is None and headers.get("Content-Length") != "0"
+        return self.look(headers, path)[0]
 
     def unread_reason(self, headers: Mapping[str, str], path: str | None = None) -> str | None:
         """Why a body of a kind the rewriter reads is passed through without being read
         (`unknown_encoding`, `too_large`), or None if it is read (or not of such a kind)."""
-        if self.kind_of(headers.get("Content-Type", ""), path) is None:
-            return None
+        return self.look(headers, path)[1]
+
+    def _unread_reason(self, headers: Mapping[str, str]) -> str | None:
         if headers.get("Content-Encoding", "").strip().lower() not in enc.ENCODINGS:
             return "unknown_encoding"
         length = headers.get("Content-Length")

@@ -79,11 +79,6 @@ class BodyKind:
     paths: re.Pattern[str] | None = None  # upstream paths it applies to (any, if None)
     needs_needle: bool = True  # only worth reading when a configured host name is in it
 
-    def applies(self, content_type: str, path: str | None) -> bool:
-        if not self.types.match(content_type):
-            return False
-        return self.paths is None or (path is not None and self.paths.search(path) is not None)
-
 
 def _json(raw: bytes, page: Page) -> Steps:
     return (yield from rewrite_json(raw, page.urls.map_url, page.public))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from gateway.config.model import Config, GatewayConfig
-from gateway.proxy.rewrite import Rewriter
+from gateway.proxy.rewrite import Rewriter, _has_needle
 
 GW = "https://gw.example.com"
 
@@ -421,3 +421,16 @@ def test_map_url_fast_path_answers_as_the_full_parse(origin: str, rest: str) -> 
     )
     url = origin + rest
     assert r.urls.map_url(url, GW) == r.urls._map_parsed(url, GW)
+
+
+NEEDLES = (b"dev.azure.com", b"visualstudio.com")
+
+
+@given(
+    st.lists(st.sampled_from([b"Dev.Azure.com", b"dev.azure.co", b"VISUALSTUDIO.COM", b"x"])).map(
+        b"".join
+    )
+    | st.binary()
+)
+def test_the_needle_search_is_case_blind(raw: bytes) -> None:
+    assert _has_needle(raw, NEEDLES) is any(n in raw.lower() for n in NEEDLES)

@@ -48,7 +48,6 @@ header unless that host is listed in `listen.allowed_hosts`.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Generator, Mapping
 
 from aiohttp import web
@@ -286,11 +285,15 @@ class Rewriter:
         return enc.encode(out, encoding)
 
 
-_UPPER = re.compile(rb"[A-Z]")
-
-
 def _has_needle(raw: bytes, needles: tuple[bytes, ...]) -> bool:
-    """Whether any configured host name is in `raw` (in any case)."""
-    if any(n in raw for n in needles):
-        return True
-    return _UPPER.search(raw) is not None and any(n in raw.lower() for n in needles)
+    """Whether any configured host name (in lower case) is in `raw`, in any case."""
+    for needle in needles:
+        if needle in raw:
+            return True
+    if raw.islower():  # no capital letter (islower() stops at the first one)
+        return False
+    lowered = raw.lower()
+    for needle in needles:
+        if needle in lowered:
+            return True
+    return False

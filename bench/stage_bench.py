@@ -258,7 +258,6 @@ def forwarding(
     }
     request = make_mocked_request("GET", PATH, headers=headers, payload=EmptyStreamReader())
     upstream_headers = CIMultiDictProxy(CIMultiDict(answer.headers))
-    raw = tuple((k.encode(), v.encode()) for k, v in upstream_headers.items())
     body = b'{"count":1,"value":[{"id":"4f2d","name":"Fabrikam","state":"wellFormed"}]}'
     secrets = leaks.forms("Basic " + "c2VydmVyOmJlbmNoLXVwc3RyZWFtLXBhdA==")
     cleaned = hdrs.to_client(upstream_headers)
@@ -271,6 +270,10 @@ def forwarding(
 
     class Session:
         """Answers every request at once, as `ClientSession.request` returns."""
+
+        def __init__(self, headers: CIMultiDictProxy[str]) -> None:
+            self.headers = headers
+            self.raw = tuple((k.encode(), v.encode()) for k, v in headers.items())
 
         async def request(self, method: str, url: Any, **kw: Any) -> Any:
             loop = asyncio.get_running_loop()
@@ -288,21 +291,28 @@ def forwarding(
                 stream_writer=Sent(),  # type: ignore[arg-type]
             )
             up.status, up.reason = 200, "OK"
-            up._headers, up._raw_headers = upstream_headers, raw
+            up._headers, up._raw_headers = self.headers, self.raw
             up.content = StreamReader(Protocol(), 2**16, loop=loop)  # type: ignore[arg-type]
             up.content.feed_data(body)
             up.content.feed_eof()
             return up
 
-    forwarder = Forwarder(config, observability)
-    forward_ctx = copy.copy(ctx)
+    # the same answer as a body the rewriter does not read
+    plain = CIMultiDict(upstream_headers)
+    plain["Content-Type"] = "application/octet-stream"
 
-    async def forward() -> None:
-        if forwarder.session is None:
-            await forwarder.start()
-            await forwarder.session.close()  # type: ignore[union-attr]
-            forwarder.session = Session()  # type: ignore[assignment]
-        await forwarder.forward(request, forward_ctx, fw, tokens, client)
+    def forwarding(answer: CIMultiDictProxy[str]) -> Callable[[], Any]:
+        forwarder = Forwarder(config, observability)
+        forward_ctx = copy.copy(ctx)
+
+        async def forward() -> None:
+            if forwarder.session is None:
+                await forwarder.start()
+                await forwarder.session.close()  # type: ignore[union-attr]
+                forwarder.session = Session(answer)  # type: ignore[assignment]
+            await forwarder.forward(request, forward_ctx, fw, tokens, client)
+
+        return forward
 
     async def answered_at_once() -> None:
         pass
@@ -334,7 +344,8 @@ def forwarding(
         "Rewriter.look (JSON answer)": lambda: getattr(rewriter, "look", rewriter.wants_body)(
             upstream_headers, ctx.path
         ),
-        "Forwarder.forward (upstream answers at once)": forward,
+        "Forwarder.forward (upstream answers at once)": forwarding(upstream_headers),
+        "Forwarder.forward (the same, not JSON)": forwarding(CIMultiDictProxy(plain)),
     }
 
 

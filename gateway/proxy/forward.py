@@ -45,6 +45,7 @@ from gateway.proxy.bodylimits import body_class, effective_limits, too_large
 from gateway.proxy.upstream import (
     BodyReadError,
     Deadlines,
+    arrived,
     open_session,
     timeouts,
     translate,
@@ -366,7 +367,10 @@ class Forwarder:
         elif unread is not None:
             self.observability.metrics.rewrite_skip(unread)
         if not rewritable and with_body and up.content.is_eof():
-            body = await up.read()  # a small answer often arrives whole with its headers
+            # a small answer often arrives whole with its headers
+            body = arrived(up)
+            if body is None:
+                body = await up.read()
         headers = hdrs.to_client(up.headers, body_rewritten=body is not None)
         has_location = any(h in headers for h in LOCATIONS)
         if rewriter is not None and (rewritable or has_location):

@@ -125,6 +125,24 @@ class _Response(aiohttp.ClientResponse):
         super().close()
 
 
+def arrived(response: aiohttp.ClientResponse) -> bytes | None:
+    """The whole body if it has arrived and nothing is left to wait for: what
+    `await response.read()` returns, read without a turn of the event loop.
+    None while some of it is to come, or the request's body is still being sent
+    (read() waits for that), or reading failed (read() raises why)."""
+    content = response.content
+    if (
+        response._body is None
+        and content.is_eof()
+        and content.exception() is None
+        and response._writer is None
+        and not response._traces
+    ):
+        response._body = content.read_nowait()
+        return response._body
+    return None
+
+
 class Deadline:
     """One task's deadline, from `Deadlines.within`: a block it bounds raises
     TimeoutError once the deadline has passed."""

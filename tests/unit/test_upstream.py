@@ -1,13 +1,16 @@
-"""gateway.proxy.upstream.Deadlines: one timer bounding the blocks of many tasks,
-as asyncio.timeout bounds one."""
+"""gateway.proxy.upstream: Deadlines (one timer bounding the blocks of many tasks, as
+asyncio.timeout bounds one) and `arrived` (a whole body read without waiting)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from aiohttp import web
 
-from gateway.proxy.upstream import Deadline, Deadlines
+from gateway.config.model import Upstream
+from gateway.proxy.upstream import Deadline, Deadlines, arrived, open_session
 
 
 async def test_a_block_past_its_deadline_raises_timeout_error() -> None:
@@ -102,3 +105,34 @@ async def test_a_cancel_from_elsewhere_as_the_deadline_passes_stays_a_cancel() -
         await task
     assert seen[0].expired
     assert task.cancelling() == 1  # the deadline's cancel was taken back, the other one stays
+
+
+async def test_a_body_that_has_arrived_is_read_as_read_would(aiohttp_server: Any) -> None:
+    release = asyncio.Event()
+
+    async def whole(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 100)
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"part")
+        await release.wait()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/whole", whole)
+    app.router.add_get("/held", held)
+    server = await aiohttp_server(app)
+    session = open_session(Upstream())
+    try:
+        async with session.get(server.make_url("/whole")) as up:
+            await up.content.wait_eof()
+            assert arrived(up) == b"x" * 100
+            assert await up.read() == b"x" * 100
+        async with session.get(server.make_url("/held")) as up:
+            assert arrived(up) is None
+            release.set()
+            assert await up.read() == b"part"
+    finally:
+        await session.close()

@@ -429,6 +429,9 @@ class Forwarder:
         """Read a body the rewriter wants, up to the cap; past it, hand back the prefix."""
         if up.content_length is not None and up.content_length > cap:
             return None, []
+        whole = arrived(up)  # a small answer often arrives whole with its headers
+        if whole is not None:
+            return (whole, []) if len(whole) <= cap else (None, [whole])
         chunks: list[bytes] = []
         size = 0
         async for chunk in up.content.iter_any():

@@ -60,8 +60,6 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 CREDENTIAL_REJECTED = frozenset({401, 203})
 # Answers that never have a body (RFC 9110 §6.4.1): relayed as they are.
 NO_BODY = frozenset({204, 304})
-# Response headers that can carry an upstream URL (see gateway.proxy.rewrite).
-LOCATIONS = ("Location", "Content-Location")
 # Sent on every upstream request: answer 401 instead of a sign-in redirect.
 FEDAUTH = ("X-TFS-FedAuthRedirect", "Suppress")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -372,7 +370,8 @@ class Forwarder:
             if body is None:
                 body = await up.read()
         headers = hdrs.to_client(up.headers, body_rewritten=body is not None)
-        has_location = any(h in headers for h in LOCATIONS)
+        # the response headers that can carry an upstream URL (see gateway.proxy.rewrite)
+        has_location = "Location" in headers or "Content-Location" in headers
         if rewriter is not None and (rewritable or has_location):
             public_url = rewriter.public_url_for(request)
             if has_location:

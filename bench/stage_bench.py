@@ -237,11 +237,12 @@ def forwarding(
     from aiohttp.streams import EmptyStreamReader, StreamReader
     from aiohttp.test_utils import make_mocked_request
     from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
 
     from gateway.app import build_runtime
     from gateway.catalog import Catalog
     from gateway.proxy import headers as hdrs
-    from gateway.proxy import leaks
+    from gateway.proxy import leaks, upstream
     from gateway.proxy.forward import Forwarder
     from gateway.proxy.upstream import _Response
 
@@ -336,6 +337,17 @@ def forwarding(
                 await answered_at_once()
 
         rows["Deadlines.within (a block ended in time)"] = deadline
+    answers: list[Any] = []
+
+    async def check() -> None:  # what every answer's headers are checked for (upstream.check)
+        if not answers:
+            url = URL("http://127.0.0.1:9/")
+            answers.append(
+                await Session(upstream_headers).request("GET", url, headers=CIMultiDict())
+            )
+        upstream.check(answers[0])
+
+    rows["upstream.check (the answer's head)"] = check
     return rows | {
         "headers.to_upstream": lambda: hdrs.to_upstream(request.headers),
         "headers.to_client": lambda: hdrs.to_client(upstream_headers),

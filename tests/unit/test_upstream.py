@@ -1,16 +1,27 @@
 """gateway.proxy.upstream: Deadlines (one timer bounding the blocks of many tasks, as
-asyncio.timeout bounds one) and `arrived` (a whole body read without waiting)."""
+asyncio.timeout bounds one), `arrived` (a whole body read without waiting) and
+`check` (what an answer must not be)."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.config.model import Upstream
-from gateway.proxy.upstream import Deadline, Deadlines, arrived, open_session
+from gateway.proxy import upstream
+from gateway.proxy.upstream import (
+    BadUpstreamResponse,
+    Deadline,
+    Deadlines,
+    arrived,
+    check,
+    open_session,
+)
 
 
 async def test_a_block_past_its_deadline_raises_timeout_error() -> None:
@@ -136,3 +147,21 @@ async def test_a_body_that_has_arrived_is_read_as_read_would(aiohttp_server: Any
             assert await up.read() == b"part"
     finally:
         await session.close()
+
+
+def _answer(*names: bytes) -> Any:
+    raw = tuple((name, b"v") for name in names)
+    return SimpleNamespace(status=200, reason="OK", raw_headers=raw, headers=CIMultiDict())
+
+
+def test_header_names_that_are_not_tokens_are_refused_whatever_was_seen() -> None:
+    for _ in range(2):  # the second time, the names are known tokens
+        check(_answer(b"Content-Type", b"X-VSS-E2EID"))
+    for bad in (b"X Bad", b"X-Bad:", b"", b"\xc3\xa9"):
+        with pytest.raises(BadUpstreamResponse, match="not a token"):
+            check(_answer(b"Content-Type", bad))
+    many = [b"X-%d" % i for i in range(3000)]
+    check(_answer(*many))
+    assert len(upstream._TOKENS_SEEN) <= upstream.MAX_TOKENS_SEEN
+    with pytest.raises(BadUpstreamResponse):
+        check(_answer(*many, b"X Bad"))

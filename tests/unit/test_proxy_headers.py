@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.proxy import headers
+from gateway.proxy import headers as hdrs
 from gateway.proxy.headers import to_client, to_upstream
 
 
@@ -69,7 +71,44 @@ def test_the_names_remembered_are_bounded() -> None:
     for _ in range(2):
         sent = CIMultiDictProxy(CIMultiDict(hostile))
         assert list(to_upstream(sent).items()) == hostile[:-2]
-    assert len(headers._TO_UPSTREAM.verdicts) <= headers._Direction.MAX_NAMES
+    assert len(hdrs._TO_UPSTREAM.verdicts) <= hdrs._Direction.MAX_NAMES
     long = "X-" + "a" * 100
     assert list(to_client(CIMultiDict({long: "1", "Set-Cookie": "s"})).items()) == [(long, "1")]
-    assert long not in headers._TO_CLIENT.verdicts
+    assert long not in hdrs._TO_CLIENT.verdicts
+
+
+def _plain(headers: CIMultiDictProxy[str], banned: frozenset[str]) -> list[tuple[str, str]]:
+    """The cleaning as the rule reads, judging every name afresh (what the remembered
+    verdicts must agree with)."""
+    banned |= hdrs.connection_options(headers)
+    kept = []
+    for name, value in headers.items():
+        key = name.lower().replace("_", "-")
+        if "_" in name and key in hdrs.FRAMING:
+            continue
+        if key not in banned and not key.startswith("proxy-"):
+            kept.append((name, value))
+    return kept
+
+
+NAMES = ["Accept", "Authorization", "Connection", "Keep-Alive", "Proxy-Connection", "TE"]
+NAMES += ["Content-Length", "Content_Length", "Transfer_Encoding", "X-Trace", "X_Trace"]
+NAMES += ["Cookie", "Set-Cookie", "Host", "X-Request-ID", "X-HTTP-Method-Override", "Upgrade"]
+_name = st.sampled_from(NAMES).flatmap(
+    lambda n: st.sampled_from([n, n.lower(), n.upper(), n.swapcase()])
+) | st.from_regex(r"\A[A-Za-z_-]{1,12}\Z")
+_value = st.sampled_from(["1", "close", "keep-alive", "x-trace, Accept", " X_TRACE ,, te"])
+
+
+@given(st.lists(st.tuples(_name, _value), max_size=12))
+def test_remembered_verdicts_agree_with_the_rule(items: list[tuple[str, str]]) -> None:
+    sent = CIMultiDictProxy(CIMultiDict(items))
+    upstream = hdrs.HOP_BY_HOP | hdrs.CLIENT_ONLY
+    upstream |= hdrs.METHOD_OVERRIDE | hdrs.GATEWAY_SET
+    client = hdrs.HOP_BY_HOP | hdrs.UPSTREAM_ONLY
+    for _ in range(2):  # judged afresh, then remembered
+        assert list(to_upstream(sent).items()) == _plain(sent, upstream)
+        assert list(to_client(sent).items()) == _plain(sent, client)
+        assert list(to_client(sent, body_rewritten=True).items()) == _plain(
+            sent, client | {"content-length"}
+        )

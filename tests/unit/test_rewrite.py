@@ -13,6 +13,7 @@ from multidict import CIMultiDict
 
 from gateway.config.model import Config, GatewayConfig
 from gateway.proxy.rewrite import Rewriter, _has_needle
+from gateway.proxy.rewrite.kinds import KINDS
 
 GW = "https://gw.example.com"
 
@@ -434,3 +435,29 @@ NEEDLES = (b"dev.azure.com", b"visualstudio.com")
 )
 def test_the_needle_search_is_case_blind(raw: bytes) -> None:
     assert _has_needle(raw, NEEDLES) is any(n in raw.lower() for n in NEEDLES)
+
+
+@given(
+    st.sampled_from(
+        ["application/json", "text/html", "application/vnd.git-lfs+json", "image/png"]
+        + ["application/vnd.pypi.simple.v1+json", " Application/JSON; charset=utf-8", ""]
+    ),
+    st.sampled_from(
+        [None, "/", "/o/_packaging/f/pypi/simple/", "/o/p/_git/r/info/lfs/objects/batch"]
+    ),
+)
+def test_the_remembered_kinds_of_a_content_type_agree_with_the_rule(
+    content_type: str, path: str | None
+) -> None:
+    plain = next(
+        (
+            kind
+            for kind in KINDS
+            if kind.types.match(content_type)
+            and (kind.paths is None or (path is not None and kind.paths.search(path)))
+        ),
+        None,
+    )
+    rw = rewriter()
+    assert rw.kind_of(content_type, path) is plain
+    assert rw.kind_of(content_type, path) is plain  # remembered

@@ -73,41 +73,37 @@ def connection_options(headers: Headers) -> frozenset[str]:
 # Connection value -> the names it lists: nearly always `keep-alive` or `close`.
 # Bounded as _Direction's verdicts are.
 _options: dict[str, frozenset[str]] = {}
+MAX_NAMES = 1024  # header names (or Connection values) remembered, each table
 
 
 def _listed(value: str) -> frozenset[str]:
     found = _options.get(value)
     if found is None:
         found = frozenset(normalize(token) for token in value.split(",") if token.strip())
-        if len(value) <= 64 and len(_options) < _Direction.MAX_NAMES:
+        if len(value) <= 64 and len(_options) < MAX_NAMES:
             _options[value] = found
     return found
 
 
-class _Direction:
-    """What one direction drops, with the verdict on each name it has seen kept:
-    clients and Azure DevOps send the same few names on every message. Bounded:
-    past MAX_NAMES names (of up to 64 characters) the others are judged each time."""
-
-    MAX_NAMES = 1024
+class _Direction(dict[str, str | None]):
+    """What one direction drops, as the verdict on each header name it has seen:
+    the name as names compare (lower case, `_` read as `-`), or None when the
+    direction drops it whatever `Connection` lists. Clients and Azure DevOps send
+    the same few names on every message; a name not seen yet is judged by
+    `__missing__`. Bounded: past MAX_NAMES names (of up to 64 characters) the
+    others are judged each time."""
 
     def __init__(self, banned: frozenset[str]) -> None:
+        super().__init__()
         self.banned = banned
-        self.verdicts: dict[str, str | None] = {}
 
-    def key(self, name: str) -> str | None:
-        """`name` as names compare (lower case, `_` read as `-`), or None when this
-        direction drops it whatever `Connection` lists."""
-        try:
-            return self.verdicts[name]
-        except KeyError:
-            pass
+    def __missing__(self, name: str) -> str | None:
         key = name.lower().replace("_", "-")
         # a framing header spelled with `_` never crosses, either way
         dropped = ("_" in name and key in FRAMING) or key in self.banned
         verdict = None if dropped or key.startswith("proxy-") else key
-        if len(name) <= 64 and len(self.verdicts) < self.MAX_NAMES:
-            self.verdicts[name] = verdict
+        if len(name) <= 64 and len(self) < MAX_NAMES:
+            self[name] = verdict
         return verdict
 
     def clean(self, headers: Headers) -> CIMultiDict[str]:
@@ -116,10 +112,9 @@ class _Direction:
         listed: frozenset[str] = frozenset()
         if "Connection" in headers or "Proxy-Connection" in headers:
             listed = connection_options(headers)
-        key = self.key
         for name in headers.keys():
-            k = key(name)
-            if k is None or k in listed:
+            key = self[name]
+            if key is None or key in listed:
                 out.popall(name, None)
         return out
 

@@ -31,6 +31,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    values,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -52,6 +53,28 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 REQUEST_LABELS = ("client", "operation_area", "method", "status")
 CACHED_CHILDREN = 4096  # labelled children kept per metric for the per-request path
 _RawLabels = tuple[str | None, str | None, str, int | None]  # client, area, method, status
+
+
+class _Pid:
+    """This process's id, asked of the kernel once and again after a fork."""
+
+    def __init__(self) -> None:
+        self.value = os.getpid()
+        os.register_at_fork(after_in_child=self.refresh)
+
+    def refresh(self) -> None:
+        self.value = os.getpid()
+
+    def __call__(self) -> int:
+        return self.value
+
+
+_PID = _Pid()
+if values.ValueClass is not values.MutexValue:
+    # Multiprocess mode: each value write checks the process id, to start new
+    # files after a fork. By default that is an os.getpid() system call per
+    # write (four a request); the remembered id answers the same.
+    values.ValueClass = values.MultiProcessValue(process_identifier=_PID)  # type: ignore[no-untyped-call]
 
 
 def multiprocess_dir() -> str | None:

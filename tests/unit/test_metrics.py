@@ -305,3 +305,30 @@ async def test_inflight_is_written_once_the_loop_turns_and_is_current_on_scrape(
     obs.finished(requests[2])
     await asyncio.sleep(0)
     assert sample(obs.metrics, "azdo_gateway_inflight_requests") == 0
+
+
+FORKING_WORKER = textwrap.dedent("""
+    import os
+    from gateway.observability import metrics
+    from gateway.types import RequestContext
+    metrics._PID.value = 4242  # the remembered id, not asked again per write
+    m = metrics.Metrics()
+    c = RequestContext(request_id="r1", method="GET")
+    c.status, c.upstream_seconds = 200, 0.01
+    m.request_finished(c, 0.02)
+    pid = os.fork()
+    if pid == 0:  # a forked child writes to files of its own id
+        m.request_finished(c, 0.02)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print(pid)
+""")
+
+
+def test_multiprocess_values_use_the_remembered_process_id_and_follow_a_fork(tmp_path):
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    child = subprocess.run(
+        [sys.executable, "-c", FORKING_WORKER], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    files = {f.name for f in tmp_path.iterdir()}
+    assert {"histogram_4242.db", f"histogram_{child}.db"} <= files

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from typing import Any
 
 from aiohttp import http_exceptions, web
@@ -30,6 +29,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from gateway.errors import BadRequest, GatewayError, InternalError
 from gateway.observability.logs import REQUEST_ID
+from gateway.pipeline import new_request_id
 
 log = logging.getLogger("azdo_gateway.http")
 
@@ -84,7 +84,7 @@ class ProxyRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        rid = str(uuid.uuid4())
+        rid = new_request_id()  # as the pipeline makes them
         logged = REQUEST_ID.set(rid)
         try:
             if status >= 500:

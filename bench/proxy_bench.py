@@ -158,10 +158,13 @@ def forwarder_server(upstream: str, session: aiohttp.ClientSession) -> web.Serve
             for name in ("Content-Type", "Content-Length"):
                 if name in up.headers:
                     response.headers[name] = up.headers[name]
-            await response.prepare(request)
-            async for chunk in up.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                await response.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionResetError:  # the load generator hung up at the end of a run
+                pass
             return response
 
     return web.Server(forward, access_log=None, handler_cancellation=True)

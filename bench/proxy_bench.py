@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -380,7 +380,27 @@ async def _drain(stream: asyncio.StreamReader) -> None:
             sys.stderr.write("gateway: " + line.decode())
 
 
-async def spawn_gateway(tmp: Path, upstream: str) -> tuple[asyncio.subprocess.Process, str, str]:
+@contextlib.contextmanager
+def worktree(rev: str | None) -> Iterator[Path | None]:
+    """A temporary checkout of git revision `rev` (None: nothing)."""
+    if rev is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rev"
+        git = ["git", "-C", str(ROOT), "worktree"]
+        subprocess.run([*git, "add", "--detach", str(path), rev], check=True, capture_output=True)
+        try:
+            yield path
+        finally:
+            subprocess.run([*git, "remove", "--force", str(path)], check=False)
+
+
+async def spawn_gateway(
+    tmp: Path, upstream: str, code: Path | None = None
+) -> tuple[asyncio.subprocess.Process, str, str]:
+    """`azdo-gateway run --workers 1` on `upstream`, its files in `tmp`; the gateway
+    package imported from `code` (a checkout of another revision) if given."""
     key = "azgw_bench_" + secrets.token_urlsafe(24)
     (tmp / "clients.yaml").write_text(
         json.dumps(
@@ -421,6 +441,7 @@ async def spawn_gateway(tmp: Path, upstream: str) -> tuple[asyncio.subprocess.Pr
         "1",
         cwd=ROOT,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(code)} if code is not None else None,
     )
     assert proc.stderr is not None
     while line := (await asyncio.wait_for(proc.stderr.readline(), 60)).decode():
@@ -436,6 +457,11 @@ def ratio(a: float, b: float) -> str:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    with worktree(args.against) as code:
+        return await _bench(args, code)
+
+
+async def _bench(args: argparse.Namespace, code: Path | None) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     load = wrk if ensure_wrk() else py_load
@@ -444,26 +470,35 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         try:
             up, upstream = await spawn_role("upstream")
             fwd, forwarder = await spawn_role("forwarder", upstream)
-            gw, gateway, auth = await spawn_gateway(Path(tmp), upstream)
+            (Path(tmp) / "current").mkdir()
+            gw, gateway, auth = await spawn_gateway(Path(tmp) / "current", upstream)
             procs += [up, fwd, gw]
-            targets = {"gateway": (gateway, gw.pid), "forwarder": (forwarder, fwd.pid)}
+            targets = {"gateway": (gateway, gw.pid, auth), "forwarder": (forwarder, fwd.pid, auth)}
+            small_targets = dict(targets)  # the small-request tests: and the other revision
+            if code is not None:
+                (Path(tmp) / "against").mkdir()
+                other, other_url, key = await spawn_gateway(Path(tmp) / "against", upstream, code)
+                procs.append(other)
+                small_targets["against"] = (other_url, other.pid, key)
             results: dict[str, Any] = {
                 "load_generator": load.__name__,
                 "cpus": os.cpu_count(),
                 "loadavg_before": os.getloadavg()[0],
             }
-            for url, _ in targets.values():  # warm up: connections, caches
-                await load(url + SMALL, auth, 8, 1)
+            for url, _, key in small_targets.values():  # warm up: connections, caches
+                await load(url + SMALL, key, 8, 1)
             for test, connections, path in (
                 ("latency", 1, SMALL),
                 ("throughput", 64, SMALL),
                 ("throughput_urls", 64, SMALL_URLS),
             ):
-                runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name in small_targets}
                 for _ in range(args.rounds):
-                    for name, (url, pid) in targets.items():
+                    for name, (url, pid, key) in small_targets.items():
                         before = cpu_seconds(pid)
-                        run = await load(url + path, auth, connections, args.duration)
+                        run = await load(url + path, key, connections, args.duration)
+                        if run["errors"]:  # figures of error answers measure nothing
+                            raise SystemExit(f"{name}: {run['errors']:.0f} answers were not 2xx")
                         spent = cpu_seconds(pid) - before
                         run["cpu_ms_per_request"] = spent * 1000 / (run["rps"] * args.duration)
                         runs[name].append(run)
@@ -475,7 +510,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for test in ("download", "upload"):
                 streams: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
                 for _ in range(args.rounds):
-                    for name, (url, pid) in targets.items():
+                    for name, (url, pid, _) in targets.items():
                         before = cpu_seconds(pid)
                         if test == "download":
                             run = await download(url + DOWN.format(n=n), auth, pid)
@@ -494,7 +529,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 }
             results["slow_concurrent"] = {
                 name: await concurrent(url + SLOW, auth, pid, args.concurrent)
-                for name, (url, pid) in targets.items()
+                for name, (url, pid, _) in targets.items()
             }
             results["loadavg_after"] = os.getloadavg()[0]
             return results
@@ -532,6 +567,15 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         f" {rw[f]['cpu_ms_per_request']:7.3f} ms"
         f"   {ratio(rw[g]['cpu_ms_per_request'], rw[f]['cpu_ms_per_request'])}",
     ]
+    if "against" in thr:
+        lines.append(f"the gateway at {args.against}, side by side:")
+        for label, t in (("small", thr), ("with URLs", rw)):
+            a = t["against"]
+            lines.append(
+                f"  {label:<9} requests/s {a['rps']:7.0f} ({ratio(a['rps'], t[f]['rps'])} of"
+                f" the forwarder's), CPU per request {a['cpu_ms_per_request']:.3f} ms"
+                f" (now {t[g]['cpu_ms_per_request']:.3f})"
+            )
     for test in ("download", "upload"):
         d = r[test]
         lines.append(
@@ -559,6 +603,9 @@ def main() -> None:
     p.add_argument("--big-mib", type=int, default=1024, help="streamed body size (1024)")
     p.add_argument("--concurrent", type=int, default=2000, help="slow requests at once (2000)")
     p.add_argument("--json", help="also write the raw figures to this file")
+    p.add_argument(
+        "--against", help="also measure the gateway at this git revision (small requests)"
+    )
     p.add_argument("--role", help=argparse.SUPPRESS)
     p.add_argument("--upstream", default="", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -34,12 +34,10 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,35 +167,6 @@ def rewrite_alone(page: bytes, rounds: int) -> dict[str, float]:
     }
 
 
-@contextlib.contextmanager
-def worktree(rev: str | None) -> Iterator[Path | None]:
-    """A temporary checkout of git revision `rev` (None: nothing)."""
-    if rev is None:
-        yield None
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "rev"
-        git = ["git", "-C", str(pb.ROOT), "worktree"]
-        subprocess.run([*git, "add", "--detach", str(path), rev], check=True, capture_output=True)
-        try:
-            yield path
-        finally:
-            subprocess.run([*git, "remove", "--force", str(path)], check=False)
-
-
-async def spawn_gateway(tmp: Path, upstream: str, code: Path | None) -> tuple[Any, str, str]:
-    """`proxy_bench.spawn_gateway`, importing the gateway package from `code` if given."""
-    saved = os.environ.get("PYTHONPATH")
-    if code is not None:
-        os.environ["PYTHONPATH"] = str(code)  # the child finds `gateway` there first
-    try:
-        return await pb.spawn_gateway(tmp, upstream)
-    finally:
-        os.environ.pop("PYTHONPATH", None)
-        if saved is not None:
-            os.environ["PYTHONPATH"] = saved
-
-
 async def measure(
     load: Any, gateway: str, pid: int, auth: str, seconds: float
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -224,7 +193,7 @@ def _median(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    with worktree(args.against) as code:
+    with pb.worktree(args.against) as code:
         return await _bench(args, code)
 
 
@@ -245,7 +214,7 @@ async def _bench(args: argparse.Namespace, code: Path | None) -> dict[str, Any]:
             ):
                 folder = Path(tmp) / str(len(gateways))
                 folder.mkdir()
-                gateways[name] = await spawn_gateway(folder, upstream, source)
+                gateways[name] = await pb.spawn_gateway(folder, upstream, source)
                 procs.append(gateways[name][0])
             results: dict[str, Any] = {
                 "load_generator": load.__name__,

@@ -439,9 +439,9 @@ async def spawn_gateway(
         str(tmp / "gateway.yaml"),
         "--workers",
         "1",
-        cwd=ROOT,
+        # `-m` imports from the working directory first: the checkout to measure
+        cwd=code or ROOT,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(code)} if code is not None else None,
     )
     assert proc.stderr is not None
     while line := (await asyncio.wait_for(proc.stderr.readline(), 60)).decode():

@@ -1,0 +1,149 @@
+"""Instructions per small request: the gateway against the bare forwarder, counted.
+
+    python bench/instructions.py [--requests N] [--against REV] [--json FILE]
+
+Runs the upstream, the bare forwarder and `azdo-gateway run --workers 1` of
+`proxy_bench.py`, each proxy under valgrind's callgrind with instrumentation
+off until its warm-up is done, then sends N small requests (the project list,
+16 at a time, from an aiohttp client in this process) through each and reads
+the instructions the proxy executed for them. With `--against REV` the gateway
+at git revision REV (a temporary worktree) is counted the same way.
+
+Unlike requests/s or CPU seconds, an instruction count does not depend on what
+else the machine is doing: two runs of the same code agree within about 2%
+(the gateway) and 0.5% (the forwarder), so a change of a few percent in what
+the gateway executes per request shows up here when the load benchmarks
+cannot tell it from noise. It does not see cache misses, so it is a measure of
+the work done, not of its time; `proxy_bench.py` measures the time. Needs
+valgrind (`apt-get install valgrind`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import proxy_bench as pb  # noqa: E402
+
+CALLGRIND = ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no"]
+WARM_UP = 200
+
+
+async def load(url: str, auth: str, n: int) -> None:
+    """n small requests, 16 at a time; every answer must be a 200."""
+    async with aiohttp.ClientSession() as session:
+        slots = asyncio.Semaphore(16)
+
+        async def one() -> None:
+            async with slots, session.get(url, headers={"Authorization": auth}) as r:
+                await r.read()
+                if r.status != 200:
+                    raise SystemExit(f"{url}: HTTP {r.status}")
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+
+def _callgrind(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+
+async def count(proc: asyncio.subprocess.Process, url: str, auth: str, n: int, out: Path) -> float:
+    """Instructions per request of `proc` (under callgrind) for n requests to `url`."""
+    await load(url + pb.SMALL, auth, WARM_UP)
+    _callgrind(proc.pid, "--instr=on")
+    await load(url + pb.SMALL, auth, n)
+    _callgrind(proc.pid, "--instr=off")
+    _callgrind(proc.pid, "--dump")
+    totals = [
+        int(line.split()[1])
+        for dump in out.parent.glob(out.name + "*")
+        for line in dump.read_text().splitlines()
+        if line.startswith("totals:")
+    ]
+    return sum(totals) / n
+
+
+@contextlib.contextmanager
+def under_callgrind(out: Path) -> Any:
+    """asyncio.create_subprocess_exec, while inside, starts its programs under callgrind."""
+    original = asyncio.create_subprocess_exec
+
+    async def wrapped(*argv: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        return await original(*CALLGRIND, f"--callgrind-out-file={out}", *argv, **kwargs)
+
+    asyncio.create_subprocess_exec = wrapped  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        asyncio.create_subprocess_exec = original  # type: ignore[assignment]
+
+
+async def bench(args: argparse.Namespace) -> dict[str, float]:
+    with pb.worktree(args.against) as code:
+        return await _bench(args, code)
+
+
+async def _bench(args: argparse.Namespace, code: Path | None) -> dict[str, float]:
+    procs: list[asyncio.subprocess.Process] = []
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            up, upstream = await pb.spawn_role("upstream")
+            procs.append(up)
+            with under_callgrind(Path(tmp) / "forwarder.cg"):
+                fwd, forwarder = await pb.spawn_role("forwarder", upstream)
+            procs.append(fwd)
+            results["forwarder"] = await count(
+                fwd, forwarder, "", args.requests, Path(tmp) / "forwarder.cg"
+            )
+            gateways = [("gateway", None)] + ([("against", code)] if code is not None else [])
+            for name, source in gateways:
+                folder = Path(tmp) / name
+                folder.mkdir()
+                with under_callgrind(folder / "gateway.cg"):
+                    gw, url, auth = await pb.spawn_gateway(folder, upstream, source)
+                procs.append(gw)
+                results[name] = await count(gw, url, auth, args.requests, folder / "gateway.cg")
+            return results
+        finally:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+                await proc.wait()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--requests", type=int, default=1000, help="requests counted (1000)")
+    p.add_argument("--against", help="also count the gateway at this git revision")
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    r = asyncio.run(bench(args))
+    print(f"instructions per small request ({args.requests} requests, 16 at a time)")
+    print(f"  forwarder  {r['forwarder']:10,.0f}")
+    fw, gw = r["forwarder"], r["gateway"]
+    print(f"  gateway    {gw:10,.0f}   forwarder/gateway {fw / gw:.2f}")
+    if "against" in r:
+        print(
+            f"  at {args.against:<8}{r['against']:10,.0f}   forwarder/gateway"
+            f" {r['forwarder'] / r['against']:.2f}   now/then {r['gateway'] / r['against']:.2f}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from gateway.errors import BadRequest
+from gateway.memo import Memo
 
 HOSTS_PREFIX = "_hosts"
 MAX_TARGET_LENGTH = 8192
@@ -218,18 +219,14 @@ def _check_query(query: str) -> None:
         i = query.find("%", i + 3)
 
 
-# Header name as sent -> lower case with '_' as '-': clients send the same few names
-# on every request. Bounded: at most MAX_NORMALIZED names of up to 64 characters are
-# kept; others are normalized each time.
-_normalized: dict[str, str] = {}
+def header_key(name: str) -> str:
+    """The name headers are compared by: lower case, `_` read as `-`."""
+    return name.lower().replace("_", "-")
+
+
+# Header name as sent -> its key, for the same few names clients send every time.
 MAX_NORMALIZED = 1024
-
-
-def _normalize(name: str) -> str:
-    key = name.lower().replace("_", "-")
-    if len(name) <= 64 and len(_normalized) < MAX_NORMALIZED:
-        _normalized[name] = key
-    return key
+_normalized: Memo[str, str] = Memo(header_key, size=MAX_NORMALIZED)
 
 
 def check_headers(headers: Iterable[tuple[str, str]]) -> bool:
@@ -240,7 +237,7 @@ def check_headers(headers: Iterable[tuple[str, str]]) -> bool:
     seen: set[str] = set()
     overrides = False
     for name, _ in headers:
-        key = _normalized.get(name) or _normalize(name)
+        key = _normalized[name]
         if key in OVERRIDE_HEADERS:
             overrides = True
         if key in TARGET_HEADERS:
@@ -263,7 +260,7 @@ def effective_method(method: str, headers: Iterable[tuple[str, str]]) -> str:
     """
     named: set[str] = set()
     for name, value in headers:
-        if (_normalized.get(name) or _normalize(name)) in OVERRIDE_HEADERS:
+        if _normalized[name] in OVERRIDE_HEADERS:
             named.update(v.strip().upper() for v in value.split(","))
     if not named:
         return method.upper()

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.canonical import header_key
+from gateway.memo import Memo
+
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
 # RFC 9110 §7.6.1: "Intermediaries MUST parse a received Connection header field
@@ -58,53 +61,42 @@ UPSTREAM_ONLY = frozenset({"set-cookie", "set-cookie2", "alt-svc", "x-request-id
 
 
 def normalize(name: str) -> str:
-    """The name headers are compared by: lower case, `_` read as `-`."""
-    return name.strip().lower().replace("_", "-")
+    """A header name written in a value (a `Connection` token) as names compare:
+    `header_key`, spaces around it ignored."""
+    return header_key(name.strip())
 
 
 def connection_options(headers: Headers) -> frozenset[str]:
     """Every header name listed in `Connection` (and the legacy Proxy-Connection)."""
     values = headers.getall("Connection", []) + headers.getall("Proxy-Connection", [])
     if len(values) == 1:
-        return _listed(values[0])
-    return frozenset().union(*map(_listed, values))
-
-
-# Connection value -> the names it lists: nearly always `keep-alive` or `close`.
-# Bounded as _Direction's verdicts are.
-_options: dict[str, frozenset[str]] = {}
-MAX_NAMES = 1024  # header names (or Connection values) remembered, each table
+        return _options[values[0]]
+    return frozenset().union(*(_options[value] for value in values))
 
 
 def _listed(value: str) -> frozenset[str]:
-    found = _options.get(value)
-    if found is None:
-        found = frozenset(normalize(token) for token in value.split(",") if token.strip())
-        if len(value) <= 64 and len(_options) < MAX_NAMES:
-            _options[value] = found
-    return found
+    return frozenset(normalize(token) for token in value.split(",") if token.strip())
 
 
-class _Direction(dict[str, str | None]):
-    """What one direction drops, as the verdict on each header name it has seen:
-    the name as names compare (lower case, `_` read as `-`), or None when the
-    direction drops it whatever `Connection` lists. Clients and Azure DevOps send
-    the same few names on every message; a name not seen yet is judged by
-    `__missing__`. Bounded: past MAX_NAMES names (of up to 64 characters) the
-    others are judged each time."""
+MAX_NAMES = 1024  # header names (or Connection values) remembered, each table
+# Connection value -> the names it lists: nearly always `keep-alive` or `close`.
+_options: Memo[str, frozenset[str]] = Memo(_listed, size=MAX_NAMES)
+
+
+class _Direction(Memo[str, str | None]):
+    """What one direction drops, as the verdict on each header name (remembered
+    for the names seen): the name as names compare (`header_key`), or None when
+    the direction drops it whatever `Connection` lists."""
 
     def __init__(self, banned: frozenset[str]) -> None:
-        super().__init__()
+        super().__init__(self._judge, size=MAX_NAMES)
         self.banned = banned
 
-    def __missing__(self, name: str) -> str | None:
-        key = name.lower().replace("_", "-")
+    def _judge(self, name: str) -> str | None:
+        key = header_key(name)
         # a framing header spelled with `_` never crosses, either way
         dropped = ("_" in name and key in FRAMING) or key in self.banned
-        verdict = None if dropped or key.startswith("proxy-") else key
-        if len(name) <= 64 and len(self) < MAX_NAMES:
-            self[name] = verdict
-        return verdict
+        return None if dropped or key.startswith("proxy-") else key
 
     def clean(self, headers: Headers) -> CIMultiDict[str]:
         # A copy less the names dropped: most messages have none to drop.

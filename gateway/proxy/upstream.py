@@ -34,6 +34,7 @@ import aiohttp
 
 from gateway.config.model import Upstream
 from gateway.errors import BadRequest, GatewayError, UpstreamError, UpstreamTimeout
+from gateway.memo import Memo
 
 # Status line and headers of the final answer. aiohttp bounds each line
 # (8,190 bytes) and the number of fields (128); this bounds their sum.
@@ -47,10 +48,12 @@ SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
-# Header names upstream sent that are tokens: Azure DevOps sends the same few on
-# every answer. Bounded: past MAX_TOKENS_SEEN names the others are matched each time.
-_TOKENS_SEEN: set[bytes] = set()
+# Whether a header name upstream sent is a token, for the same few names Azure
+# DevOps sends on every answer.
 MAX_TOKENS_SEEN = 1024
+_TOKENS_SEEN: Memo[bytes, bool] = Memo(
+    lambda name: _TOKEN.fullmatch(name) is not None, size=MAX_TOKENS_SEEN
+)
 
 
 class BodyReadError(Exception):
@@ -289,11 +292,8 @@ def check(response: aiohttp.ClientResponse) -> None:
     size = len(response.reason or "") + 13
     for name, value in response.raw_headers:
         size += len(name) + len(value) + 4
-        if name not in _TOKENS_SEEN:
-            if not _TOKEN.fullmatch(name):
-                raise BadUpstreamResponse("a header name that is not a token")
-            if len(name) <= 64 and len(_TOKENS_SEEN) < MAX_TOKENS_SEEN:
-                _TOKENS_SEEN.add(name)
+        if not _TOKENS_SEEN[name]:
+            raise BadUpstreamResponse("a header name that is not a token")
     if size > MAX_HEAD_BYTES:
         raise BadUpstreamResponse(f"headers larger than {MAX_HEAD_BYTES // 1024} KiB")
     codings = response.headers.getall("Transfer-Encoding", ())

@@ -353,8 +353,10 @@ def test_headers_that_change_the_target_are_rejected(
 
 def test_header_names_seen_are_remembered_within_bounds(monkeypatch) -> None:
     from gateway import canonical
+    from gateway.memo import Memo
 
-    monkeypatch.setattr(canonical, "_normalized", {})
+    fresh = Memo(canonical.header_key, size=canonical.MAX_NORMALIZED)
+    monkeypatch.setattr(canonical, "_normalized", fresh)
     check_headers([("X_Original_URL_" * 10, "1"), ("Accept", "*/*")])
     assert canonical._normalized == {"Accept": "accept"}  # 150 characters: not kept
     for i in range(canonical.MAX_NORMALIZED + 50):

@@ -54,6 +54,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.config.model import Config
+from gateway.memo import Memo
 from gateway.proxy.rewrite import encoding as enc
 from gateway.proxy.rewrite.json_body import Skip
 from gateway.proxy.rewrite.kinds import KINDS, BodyKind, Page
@@ -82,7 +83,11 @@ class Rewriter:
         self.listener_url = f"{scheme}://{host}:{gw.listen.port}"
         self.urls = UrlMap(gw.upstream.hosts)
         # Content-Type -> the kinds whose types it matches (then their paths decide)
-        self._kinds: dict[str, tuple[BodyKind, ...]] = {}
+        self._kinds: Memo[str, tuple[BodyKind, ...]] = Memo(
+            lambda content_type: tuple(kind for kind in KINDS if kind.types.match(content_type)),
+            size=MAX_CONTENT_TYPES,
+            longest=128,
+        )
 
     # --- public URL ---------------------------------------------------------
 
@@ -152,18 +157,15 @@ class Rewriter:
     def kind_of(self, content_type: str, path: str | None = None) -> BodyKind | None:
         """The kind of body a Content-Type announces (from upstream `path`), if the
         rewriter reads it."""
-        kinds = self._kinds.get(content_type)
-        if kinds is None:
-            kinds = tuple(kind for kind in KINDS if kind.types.match(content_type))
-            if len(content_type) <= 128 and len(self._kinds) < MAX_CONTENT_TYPES:
-                self._kinds[content_type] = kinds
-        for kind in kinds:
+        for kind in self._kinds[content_type]:
             if kind.paths is None or (path is not None and kind.paths.search(path) is not None):
                 return kind
         return None
 
     def look(self, headers: Mapping[str, str], path: str | None = None) -> tuple[bool, str | None]:
-        """`wants_body` and `unread_reason` of one answer, worked out together."""
+        """Whether to buffer an answer for `rewrite_body` (`wants_body`), and why a
+        body of a kind the rewriter reads is passed through unread (`unknown_encoding`,
+        `too_large`; None if it is read, or not of such a kind)."""
         if self.kind_of(headers.get("Content-Type", ""), path) is None:
             return False, None
         reason = self._unread_reason(headers)
@@ -178,11 +180,6 @@ class Rewriter:
         untouched.
         """
         return self.look(headers, path)[0]
-
-    def unread_reason(self, headers: Mapping[str, str], path: str | None = None) -> str | None:
-        """Why a body of a kind the rewriter reads is passed through without being read
-        (`unknown_encoding`, `too_large`), or None if it is read (or not of such a kind)."""
-        return self.look(headers, path)[1]
 
     def _unread_reason(self, headers: Mapping[str, str]) -> str | None:
         if headers.get("Content-Encoding", "").strip().lower() not in enc.ENCODINGS:

@@ -238,12 +238,9 @@ async def match(call: Call, next: Next) -> web.StreamResponse:
 
 async def select(call: Call, next: Next) -> web.StreamResponse:
     """... or the operation its body selects (a Git LFS upload batch; gateway.body_select)."""
-    ctx = call.ctx
-    match = ctx.match
-    variants = call.rt.catalog.body_variants(match.operation) if match is not None else ()
-    if variants:
-        assert match is not None
-        await body_select.select(call.request, ctx, match, variants)
+    match = call.ctx.match
+    if match is not None and (variants := call.rt.catalog.body_variants(match.operation)):
+        await body_select.select(call.request, call.ctx, match, variants)
     return await next(call)
 
 

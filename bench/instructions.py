@@ -11,7 +11,7 @@ at git revision REV (a temporary worktree) is counted the same way.
 
 Unlike requests/s or CPU seconds, an instruction count does not depend on what
 else the machine is doing: with the proxies' string hashing fixed
-(`PYTHONHASHSEED=0`), two runs of the same code agree within 0.3%, so a
+(`PYTHONHASHSEED=0`), two runs of the same code agree within 0.5%, so a
 change of a few percent in what the gateway executes per request shows up
 here when the load benchmarks cannot tell it from noise. It does not see
 cache misses, so it is a measure of the work done, not of its time;
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -30,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -75,19 +73,9 @@ async def count(proc: asyncio.subprocess.Process, url: str, auth: str, n: int, o
     return sum(totals) / n
 
 
-@contextlib.contextmanager
-def under_callgrind(out: Path) -> Any:
-    """asyncio.create_subprocess_exec, while inside, starts its programs under callgrind."""
-    original = asyncio.create_subprocess_exec
-
-    async def wrapped(*argv: Any, **kwargs: Any) -> asyncio.subprocess.Process:
-        return await original(*CALLGRIND, f"--callgrind-out-file={out}", *argv, **kwargs)
-
-    asyncio.create_subprocess_exec = wrapped  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        asyncio.create_subprocess_exec = original  # type: ignore[assignment]
+def callgrind(out: Path) -> list[str]:
+    """The command that runs a program under callgrind, its counts written to `out`."""
+    return [*CALLGRIND, f"--callgrind-out-file={out}"]
 
 
 async def bench(args: argparse.Namespace) -> dict[str, float]:
@@ -97,7 +85,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
 
 async def _bench(args: argparse.Namespace, code: Path | None) -> dict[str, float]:
     # The same string hashes in every run (so the same dict and set probing):
-    # the counts repeat within 0.3% instead of about 3%.
+    # the counts repeat within 0.5% instead of about 3%.
     os.environ["PYTHONHASHSEED"] = "0"
     procs: list[asyncio.subprocess.Process] = []
     results: dict[str, float] = {}
@@ -105,26 +93,23 @@ async def _bench(args: argparse.Namespace, code: Path | None) -> dict[str, float
         try:
             up, upstream = await pb.spawn_role("upstream")
             procs.append(up)
-            with under_callgrind(Path(tmp) / "forwarder.cg"):
-                fwd, forwarder = await pb.spawn_role("forwarder", upstream)
+            out = Path(tmp) / "forwarder.cg"
+            fwd, forwarder = await pb.spawn_role("forwarder", upstream, under=callgrind(out))
             procs.append(fwd)
-            results["forwarder"] = await count(
-                fwd, forwarder, "", args.requests, Path(tmp) / "forwarder.cg"
-            )
+            results["forwarder"] = await count(fwd, forwarder, "", args.requests, out)
             gateways = [("gateway", None)] + ([("against", code)] if code is not None else [])
             for name, source in gateways:
                 folder = Path(tmp) / name
                 folder.mkdir()
-                with under_callgrind(folder / "gateway.cg"):
-                    gw, url, auth = await pb.spawn_gateway(folder, upstream, source)
+                out = folder / "gateway.cg"
+                gw, url, auth = await pb.spawn_gateway(
+                    folder, upstream, source, under=callgrind(out)
+                )
                 procs.append(gw)
-                results[name] = await count(gw, url, auth, args.requests, folder / "gateway.cg")
+                results[name] = await count(gw, url, auth, args.requests, out)
             return results
         finally:
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-                await proc.wait()
+            await pb.stop(procs)
 
 
 def main() -> None:

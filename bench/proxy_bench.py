@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -359,8 +359,13 @@ async def concurrent(url: str, auth: str, pid: int, n: int) -> dict[str, float]:
 # --- orchestration ------------------------------------------------------------------
 
 
-async def spawn_role(role: str, upstream: str = "") -> tuple[asyncio.subprocess.Process, str]:
+async def spawn_role(
+    role: str, upstream: str = "", *, under: Sequence[str] = ()
+) -> tuple[asyncio.subprocess.Process, str]:
+    """This script as the upstream or the forwarder (`under`: a command to run it
+    under, such as valgrind's)."""
     proc = await asyncio.create_subprocess_exec(
+        *under,
         sys.executable,
         __file__,
         "--role",
@@ -397,10 +402,11 @@ def worktree(rev: str | None) -> Iterator[Path | None]:
 
 
 async def spawn_gateway(
-    tmp: Path, upstream: str, code: Path | None = None
+    tmp: Path, upstream: str, code: Path | None = None, *, under: Sequence[str] = ()
 ) -> tuple[asyncio.subprocess.Process, str, str]:
     """`azdo-gateway run --workers 1` on `upstream`, its files in `tmp`; the gateway
-    package imported from `code` (a checkout of another revision) if given."""
+    package imported from `code` (a checkout of another revision) if given; run
+    under the command `under` if given."""
     key = "azgw_bench_" + secrets.token_urlsafe(24)
     (tmp / "clients.yaml").write_text(
         json.dumps(
@@ -431,6 +437,7 @@ async def spawn_gateway(
         )
     )
     proc = await asyncio.create_subprocess_exec(
+        *under,
         sys.executable,
         "-m",
         "gateway",
@@ -534,10 +541,15 @@ async def _bench(args: argparse.Namespace, code: Path | None) -> dict[str, Any]:
             results["loadavg_after"] = os.getloadavg()[0]
             return results
         finally:
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-                await proc.wait()
+            await stop(procs)
+
+
+async def stop(procs: Sequence[asyncio.subprocess.Process]) -> None:
+    """End the benchmark's processes (those that are still running) and reap them."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        await proc.wait()
 
 
 def report(r: dict[str, Any], args: argparse.Namespace) -> str:

@@ -248,10 +248,7 @@ async def _bench(args: argparse.Namespace, code: Path | None) -> dict[str, Any]:
             results["loadavg_after"] = os.getloadavg()[0]
             return results
         finally:
-            for p in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    p.terminate()
-                await p.wait()
+            await pb.stop(procs)
 
 
 def report(r: dict[str, Any]) -> str:

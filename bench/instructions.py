@@ -1,13 +1,17 @@
 """Instructions per small request: the gateway against the bare forwarder, counted.
 
-    python bench/instructions.py [--requests N] [--against REV] [--json FILE]
+    python bench/instructions.py [--requests N] [--against REV] [--floor] [--json FILE]
 
 Runs the upstream, the bare forwarder and `azdo-gateway run --workers 1` of
 `proxy_bench.py`, each proxy under valgrind's callgrind with instrumentation
 off until its warm-up is done, then sends N small requests (the project list,
 16 at a time, from an aiohttp client in this process) through each and reads
 the instructions the proxy executed for them. With `--against REV` the gateway
-at git revision REV (a temporary worktree) is counted the same way.
+at git revision REV (a temporary worktree) is counted the same way. With
+`--floor`, so is the gateway's process with its pipeline replaced (`floor.py`):
+by the bare forward alone, and by as many stages as `PIPELINE` has that only
+hand the call on; what the gateway costs above the second is its stages' own
+work, and the line after says how much of it fits in the 0.85 target.
 
 Unlike requests/s or CPU seconds, an instruction count does not depend on what
 else the machine is doing: with the proxies' string hashing fixed
@@ -35,8 +39,12 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import proxy_bench as pb  # noqa: E402
 
+from gateway.pipeline import PIPELINE  # noqa: E402
+
+FLOOR = Path(__file__).resolve().parent / "floor.py"
 CALLGRIND = ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no"]
 WARM_UP = 200
+TARGET = 0.85  # the throughput the gateway must keep of the bare forwarder's
 
 
 async def load(url: str, auth: str, n: int) -> None:
@@ -97,13 +105,18 @@ async def _bench(args: argparse.Namespace, code: Path | None) -> dict[str, float
             fwd, forwarder = await pb.spawn_role("forwarder", upstream, under=callgrind(out))
             procs.append(fwd)
             results["forwarder"] = await count(fwd, forwarder, "", args.requests, out)
-            gateways = [("gateway", None)] + ([("against", code)] if code is not None else [])
-            for name, source in gateways:
+            gateway = ("-m", "gateway")
+            gateways: list[tuple[str, Path | None, tuple[str, str]]] = [("gateway", None, gateway)]
+            if code is not None:
+                gateways.append(("against", code, gateway))
+            if args.floor:
+                gateways += [(f"floor_{v}", None, (str(FLOOR), v)) for v in ("bare", "stages")]
+            for name, source, entry in gateways:
                 folder = Path(tmp) / name
                 folder.mkdir()
                 out = folder / "gateway.cg"
                 gw, url, auth = await pb.spawn_gateway(
-                    folder, upstream, source, under=callgrind(out)
+                    folder, upstream, source, under=callgrind(out), entry=entry
                 )
                 procs.append(gw)
                 results[name] = await count(gw, url, auth, args.requests, out)
@@ -116,19 +129,44 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=1000, help="requests counted (1000)")
     p.add_argument("--against", help="also count the gateway at this git revision")
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="also count the gateway's process with its pipeline replaced (floor.py)",
+    )
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     r = asyncio.run(bench(args))
     print(f"instructions per small request ({args.requests} requests, 16 at a time)")
-    print(f"  forwarder  {r['forwarder']:10,.0f}")
     fw, gw = r["forwarder"], r["gateway"]
-    print(f"  gateway    {gw:10,.0f}   forwarder/gateway {fw / gw:.2f}")
+    rows = [("forwarder", fw, ""), ("gateway", gw, f"forwarder/gateway {fw / gw:.2f}")]
     if "against" in r:
+        then = r["against"]
+        rows.append(
+            (
+                f"at {args.against}",
+                then,
+                f"forwarder/gateway {fw / then:.2f}   now/then {gw / then:.2f}",
+            )
+        )
+    if args.floor:
+        bare, stages = r["floor_bare"], r["floor_stages"]
+        rows.append(("its process, a bare forward", bare, f"forwarder/that {fw / bare:.2f}"))
+        rows.append(
+            (
+                f"{len(PIPELINE)} stages handing on, a bare forward",
+                stages,
+                f"forwarder/that {fw / stages:.2f}",
+            )
+        )
+    for label, n, note in rows:
+        print(f"  {label:<40} {n:10,.0f}   {note}".rstrip())
+    if args.floor:
         print(
-            f"  at {args.against:<8}{r['against']:10,.0f}   forwarder/gateway"
-            f" {r['forwarder'] / r['against']:.2f}   now/then {r['gateway'] / r['against']:.2f}"
+            f"  the stages' own work: {gw - r['floor_stages']:,.0f};"
+            f" within {TARGET:.2f} they may do {max(0.0, fw / TARGET - r['floor_stages']):,.0f}"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))

@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +134,10 @@ def upstream_app() -> web.Application:
     return app
 
 
-def forwarder_server(upstream: str, session: aiohttp.ClientSession) -> web.Server:
-    """The baseline: what any aiohttp reverse proxy has to do, and nothing more, on
-    the same aiohttp server (the low-level `web.Server`, as the gateway's listener)
-    and the same client (the gateway's own `open_session`: connection limits, no
-    cookie jar, no automatic headers, no decompression)."""
+def bare_forward(
+    upstream: str, session: aiohttp.ClientSession
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """What any aiohttp reverse proxy has to do for a request, and nothing more."""
 
     async def forward(request: web.BaseRequest) -> web.StreamResponse:
         headers = {
@@ -167,7 +166,15 @@ def forwarder_server(upstream: str, session: aiohttp.ClientSession) -> web.Serve
                 pass
             return response
 
-    return web.Server(forward, access_log=None, handler_cancellation=True)
+    return forward
+
+
+def forwarder_server(upstream: str, session: aiohttp.ClientSession) -> web.Server:
+    """The baseline: `bare_forward` on the same aiohttp server (the low-level
+    `web.Server`, as the gateway's listener) and the same client (the gateway's
+    own `open_session`: connection limits, no cookie jar, no automatic headers,
+    no decompression)."""
+    return web.Server(bare_forward(upstream, session), access_log=None, handler_cancellation=True)
 
 
 def serve_role(role: str, upstream: str) -> None:
@@ -402,11 +409,17 @@ def worktree(rev: str | None) -> Iterator[Path | None]:
 
 
 async def spawn_gateway(
-    tmp: Path, upstream: str, code: Path | None = None, *, under: Sequence[str] = ()
+    tmp: Path,
+    upstream: str,
+    code: Path | None = None,
+    *,
+    under: Sequence[str] = (),
+    entry: Sequence[str] = ("-m", "gateway"),
 ) -> tuple[asyncio.subprocess.Process, str, str]:
     """`azdo-gateway run --workers 1` on `upstream`, its files in `tmp`; the gateway
     package imported from `code` (a checkout of another revision) if given; run
-    under the command `under` if given."""
+    under the command `under` if given; `entry`: what Python runs instead of the
+    gateway's own command line (a script that takes the same arguments)."""
     key = "azgw_bench_" + secrets.token_urlsafe(24)
     (tmp / "clients.yaml").write_text(
         json.dumps(
@@ -439,8 +452,7 @@ async def spawn_gateway(
     proc = await asyncio.create_subprocess_exec(
         *under,
         sys.executable,
-        "-m",
-        "gateway",
+        *entry,
         "run",
         "-c",
         str(tmp / "gateway.yaml"),

@@ -30,6 +30,7 @@ are), but the path is forwarded with the case it was sent in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -56,6 +57,15 @@ _QUERY_CHARS = _PATH_CHARS | frozenset("?")
 # Query strings in the wild also carry these unencoded; they cannot change the path.
 _QUERY_LENIENT = frozenset('[]{}|^`"<>')
 _QUERY_ALLOWED = _QUERY_CHARS | _QUERY_LENIENT
+
+
+def _only(chars: frozenset[str]) -> re.Pattern[str]:
+    """A pattern that matches a text made of `chars` alone (empty included)."""
+    return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]*")
+
+
+_ONLY_PATH_CHARS = _only(_PATH_CHARS)
+_ONLY_QUERY_ALLOWED = _only(_QUERY_ALLOWED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +157,7 @@ def canonicalize(
     path, _, query = raw_target.partition("?")
     if "#" in raw_target:
         raise _reject("request target must not carry a fragment")
-    if not set(path) <= _PATH_CHARS:
+    if not _ONLY_PATH_CHARS.fullmatch(path):
         bad = sorted(set(path) - _PATH_CHARS)[0]
         raise _reject(f"character {bad!r} is not allowed unencoded in a path")
     if query:
@@ -207,7 +217,7 @@ def _canonical_path(path: str, hosts: Collection[str]) -> tuple[str, str]:
 
 
 def _check_query(query: str) -> None:
-    if not set(query) <= _QUERY_ALLOWED:
+    if not _ONLY_QUERY_ALLOWED.fullmatch(query):
         raise _reject("control, space or non-ASCII character in query string")
     i = query.find("%")
     while i >= 0:

@@ -210,7 +210,10 @@ class Rewriter:
         or it cannot be rewritten faithfully (then `on_skip` gets the reason).
         `host` and `path` say where the body came from, for relative links.
         """
-        steps = self._steps(body, public_url, content_encoding, content_type, host, path, on_skip)
+        inside = self._inside(body, content_encoding, content_type, path, on_skip)
+        if inside is None:
+            return body
+        steps = self._steps(body, *inside, public_url, host, path, on_skip)
         try:
             while True:
                 next(steps)
@@ -230,7 +233,10 @@ class Rewriter:
         on_skip: Callable[[str], None] | None = None,
     ) -> bytes:
         """`rewrite_body`, letting other tasks of the event loop run between slices."""
-        steps = self._steps(body, public_url, content_encoding, content_type, host, path, on_skip)
+        inside = self._inside(body, content_encoding, content_type, path, on_skip)
+        if inside is None:
+            return body
+        steps = self._steps(body, *inside, public_url, host, path, on_skip)
         small = len(body) <= SYNC_BYTES
         try:
             while True:
@@ -241,41 +247,57 @@ class Rewriter:
             result: bytes = done.value
             return result
 
+    def _inside(
+        self,
+        body: bytes,
+        content_encoding: str,
+        content_type: str,
+        path: str,
+        on_skip: Callable[[str], None] | None,
+    ) -> tuple[bytes, BodyKind, str] | None:
+        """The body decoded, its kind and its encoding, when it has URLs to rewrite;
+        None when it goes as it is (`on_skip` gets the reason it could not be read)."""
+        kind = self.kind_of(content_type, path)
+        if kind is None or not body:
+            return None
+        encoding = content_encoding.strip().lower()
+        if encoding not in enc.ENCODINGS:
+            reason = "unknown_encoding"
+        elif len(body) > self.max_bytes:
+            reason = "too_large"
+        else:
+            try:
+                raw = enc.decode(body, encoding, self.max_bytes)
+            except enc.BadEncoding as err:
+                reason = err.reason
+            else:
+                if kind.needs_needle and not _has_needle(raw, self.urls.needles):
+                    return None
+                return raw, kind, encoding
+        if on_skip is not None:
+            on_skip(reason)
+        return None
+
     def _steps(
         self,
         body: bytes,
+        raw: bytes,
+        kind: BodyKind,
+        encoding: str,
         public_url: str | None,
-        content_encoding: str,
-        content_type: str,
         host: str,
         path: str,
         on_skip: Callable[[str], None] | None,
     ) -> Generator[None, None, bytes]:
-        def skip(reason: str) -> bytes:
-            if on_skip is not None:
-                on_skip(reason)
-            return body
-
-        kind = self.kind_of(content_type, path)
-        if kind is None or not body:
-            return body
-        encoding = content_encoding.strip().lower()
-        if encoding not in enc.ENCODINGS:
-            return skip("unknown_encoding")
-        if len(body) > self.max_bytes:
-            return skip("too_large")
-        try:
-            raw = enc.decode(body, encoding, self.max_bytes)
-        except enc.BadEncoding as err:
-            return skip(err.reason)
-        if kind.needs_needle and not _has_needle(raw, self.urls.needles):
-            return body
+        """The rewrite of `raw` (`body` decoded), in slices: the event loop may run
+        other tasks at each `yield`."""
         yield
-        public = self._public(public_url)
-        page = Page(self.urls, public, host, path)
+        page = Page(self.urls, self._public(public_url), host, path)
         out = yield from kind.rewrite(raw, page)
         if isinstance(out, Skip):
-            return skip(out.reason)
+            if on_skip is not None:
+                on_skip(out.reason)
+            return body
         if out is raw:
             return body
         yield

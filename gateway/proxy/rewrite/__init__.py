@@ -305,14 +305,17 @@ class Rewriter:
 
 
 def _has_needle(raw: bytes, needles: tuple[bytes, ...]) -> bool:
-    """Whether any configured host name (in lower case) is in `raw`, in any case."""
+    """Whether any configured host name (in lower case) is in `raw`, in any case.
+
+    (bytes.find, not `in`: on bytes, `in` first tries its operand as a byte value
+    and builds, then drops, a TypeError for every bytes one.)"""
     for needle in needles:
-        if needle in raw:
+        if raw.find(needle) != -1:
             return True
     if raw.islower():  # no capital letter (islower() stops at the first one)
         return False
     lowered = raw.lower()
     for needle in needles:
-        if needle in lowered:
+        if lowered.find(needle) != -1:
             return True
     return False

@@ -19,19 +19,17 @@ from aiohttp import web
 from gateway.authn import Authentication
 from gateway.catalog import Catalog
 from gateway.clientaddr import IPNetwork, parse_networks
-from gateway.config.model import Client, Config
-from gateway.errors import GatewayError
+from gateway.config.model import Config
 from gateway.limits import Limiter
 from gateway.listener import ProxyServer
 from gateway.observability import Observability
-from gateway.pipeline import PIPELINE, Call, chain, new_request_id
+from gateway.pipeline import PIPELINE, Call, chain
 from gateway.policy import Policy
-from gateway.projects import MAX_ANSWER_BYTES, ProjectNames, lookup_path, parse_project
+from gateway.projects import ProjectNames
 from gateway.proxy import Forwarder, Forwarding
 from gateway.shared_limits import SharedLimits
 from gateway.state import RedisStore, StateUnavailable, open_store
 from gateway.tokens import TokenBroker
-from gateway.types import RequestContext
 
 log = logging.getLogger("azdo_gateway")
 
@@ -152,45 +150,6 @@ class Gateway:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Run `self.pipeline` (PIPELINE, composed once) for one request."""
         return await self.pipeline(Call(request, self))
-
-    async def resolve(self, ctx: RequestContext, rt: Runtime, client: Client) -> None:
-        """A project the request names by id gets its name (or a name its id): called
-        when the client's decision depends on it (`Policy.project_lookup`)."""
-        match = ctx.match
-        assert match is not None and match.organization is not None and match.project is not None
-
-        async def lookup(organization: str, project: str) -> tuple[str, str] | None:
-            return await self._project_lookup(ctx, rt, client, organization, project)
-
-        ctx.project = await self.projects.resolve(
-            match.organization, match.project, lookup, credential=client.credential
-        )
-
-    async def _project_lookup(
-        self, ctx: RequestContext, rt: Runtime, client: Client, organization: str, project: str
-    ) -> tuple[str, str] | None:
-        """GET /{organization}/_apis/projects/{project} upstream, with its own audit line."""
-        path = lookup_path(organization, project)
-        look = RequestContext(
-            request_id=new_request_id(),
-            method="GET",
-            effective_method="GET",
-            host="main",
-            path=path,
-            query="api-version=7.1",
-            identity=ctx.identity,
-        )
-        look.match = rt.catalog.match("main", "GET", path)
-        found: tuple[str, str] | None = None
-        try:
-            body = await self.forwarder.fetch(
-                look, rt.forwarding, rt.tokens, client, max_bytes=MAX_ANSWER_BYTES
-            )
-            found = None if body is None else parse_project(body, project)
-        except GatewayError as err:  # no upstream token for the client right now
-            look.error_reason = err.reason
-        self.observability.looked_up(look, ctx.request_id, found)
-        return found
 
     def proxy_server(self, **options: Any) -> web.Server:
         """The proxy's low-level aiohttp server; `options` go to aiohttp's RequestHandler.

@@ -29,7 +29,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from gateway.errors import BadRequest, GatewayError, InternalError
 from gateway.observability.logs import REQUEST_ID
-from gateway.pipeline import new_request_id
+from gateway.request_ids import new_request_id
 
 log = logging.getLogger("azdo_gateway.http")
 

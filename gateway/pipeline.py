@@ -21,7 +21,6 @@ that went away (the handler cancelled, its connection reset) is recorded as 499.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,8 @@ from gateway.clientaddr import client_address
 from gateway.config.model import Client
 from gateway.errors import Denied, GatewayError, InternalError
 from gateway.observability.logs import REQUEST_ID
+from gateway.projects import resolve_project
+from gateway.request_ids import new_request_id
 from gateway.types import RequestContext
 
 if TYPE_CHECKING:
@@ -45,36 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("azdo_gateway")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class RequestIds:
-    """Request ids: version-4 UUIDs as text, unique per process without a system call.
-
-    Of a UUID's 122 random bits, 74 are drawn once per process and 48 are a
-    counter (the last 12 hex digits), so an id costs an addition and a format.
-    A forked process draws new random bits (`os.register_at_fork`), so no two
-    processes share ids. A request id must be unique, not unguessable: it names
-    a request in logs.
-    """
-
-    def __init__(self) -> None:
-        self.reseed()
-        os.register_at_fork(after_in_child=self.reseed)
-
-    def reseed(self) -> None:
-        r = int.from_bytes(os.urandom(10)) >> 6  # the 74 random bits: 48 + 12 + 14
-        # time_low, time_mid | version 4, time_hi | variant 0b10, clock_seq | node: the counter
-        h = f"{r >> 26:012x}{0x4000 | r >> 14 & 0xFFF:04x}{0x8000 | r & 0x3FFF:04x}"
-        self._prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
-        self._count = int.from_bytes(os.urandom(6)) & _COUNTER_MASK
-
-    def __call__(self) -> str:
-        self._count = count = (self._count + 1) & _COUNTER_MASK
-        return f"{self._prefix}{count:012x}"
-
-
-_COUNTER_MASK = (1 << 48) - 1
-new_request_id = RequestIds()
 
 
 @dataclass(slots=True)
@@ -248,7 +219,7 @@ async def resolve(call: Call, next: Next) -> web.StreamResponse:
     """A project named by id gets its name (gateway.projects), for the policy."""
     ctx, rt = call.ctx, call.rt
     if rt.policy.project_lookup(call.client.name, ctx.match):
-        await call.gateway.resolve(ctx, rt, call.client)
+        await resolve_project(call.gateway, ctx, rt, call.client)
     return await next(call)
 
 

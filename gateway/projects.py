@@ -8,8 +8,10 @@ gateway asks Azure DevOps which project it is, `GET
 /{organization}/_apis/projects/{projectId}` with the client's own upstream
 credential, and the policy decides on the name and the id.
 
-Takes the organization and the project as the request named it, and a lookup
-(the forwarder's upstream client, wired by `gateway.app`); returns a ProjectRef.
+`resolve_project` is the `resolve` stage's work: it sets `ctx.project` from the
+cache (`ProjectNames`, one per process), or from a lookup it makes through the
+forwarder with the client's upstream credential, which gets an audit line of
+its own (`"kind": "project_lookup"`, with the request's id as its parent).
 
 - Both directions (id -> name, name -> id) are cached per organization in this
   process, bounded (`max_entries`) and for `ttl_s` seconds. Each worker process
@@ -30,13 +32,20 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from cachetools import TTLCache
 
 from gateway.catalog import fold
+from gateway.errors import GatewayError
+from gateway.request_ids import new_request_id
 from gateway.tasks import spawn
-from gateway.types import ProjectRef
+from gateway.types import ProjectRef, RequestContext
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway, Runtime
+    from gateway.config.model import Client
 
 log = logging.getLogger("azdo_gateway.projects")
 
@@ -149,3 +158,51 @@ class ProjectNames:
             self._cache[("id", org, pid)] = name
             self._cache[("name", org, fold(name))] = pid
         return found
+
+
+async def resolve_project(
+    gateway: Gateway, ctx: RequestContext, rt: Runtime, client: Client
+) -> None:
+    """The project the request names by id gets its name (or a name its id):
+    called when the client's decision depends on it (`Policy.project_lookup`)."""
+    match = ctx.match
+    assert match is not None and match.organization is not None and match.project is not None
+
+    async def lookup(organization: str, project: str) -> tuple[str, str] | None:
+        return await _look_up(gateway, ctx, rt, client, organization, project)
+
+    ctx.project = await gateway.projects.resolve(
+        match.organization, match.project, lookup, credential=client.credential
+    )
+
+
+async def _look_up(
+    gateway: Gateway,
+    ctx: RequestContext,
+    rt: Runtime,
+    client: Client,
+    organization: str,
+    project: str,
+) -> tuple[str, str] | None:
+    """GET /{organization}/_apis/projects/{project} upstream, with its own audit line."""
+    path = lookup_path(organization, project)
+    look = RequestContext(
+        request_id=new_request_id(),
+        method="GET",
+        effective_method="GET",
+        host="main",
+        path=path,
+        query="api-version=7.1",
+        identity=ctx.identity,
+    )
+    look.match = rt.catalog.match("main", "GET", path)
+    found: tuple[str, str] | None = None
+    try:
+        body = await gateway.forwarder.fetch(
+            look, rt.forwarding, rt.tokens, client, max_bytes=MAX_ANSWER_BYTES
+        )
+        found = None if body is None else parse_project(body, project)
+    except GatewayError as err:  # no upstream token for the client right now
+        look.error_reason = err.reason
+    gateway.observability.looked_up(look, ctx.request_id, found)
+    return found

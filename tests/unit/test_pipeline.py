@@ -8,7 +8,8 @@ import uuid
 
 from aiohttp import web
 
-from gateway.pipeline import Call, Next, RequestIds, chain
+from gateway.pipeline import Call, Next, chain
+from gateway.request_ids import RequestIds
 
 
 def test_request_ids_are_version_4_uuids_and_unique() -> None:
@@ -33,7 +34,7 @@ def test_request_ids_counter_wraps_within_the_node_field() -> None:
 
 _FORK = """
 import os
-from gateway.pipeline import new_request_id
+from gateway.request_ids import new_request_id
 reader, writer = os.pipe()
 before = new_request_id()
 pid = os.fork()

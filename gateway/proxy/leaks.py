@@ -33,6 +33,7 @@ import orjson
 from multidict import CIMultiDict
 
 from gateway.proxy.rewrite import encoding as enc
+from gateway.proxy.search import contains_any
 
 log = logging.getLogger("azdo_gateway.proxy")
 
@@ -51,15 +52,6 @@ def forms(header_value: str) -> tuple[bytes, ...]:
             decoded = ""
         found.add(decoded.partition(":")[2])
     return tuple(sorted((f.encode() for f in found if len(f) >= MIN_LENGTH), key=len))
-
-
-def carries(data: bytes, secrets: tuple[bytes, ...]) -> bool:
-    for secret in secrets:
-        # find, not `in`: on bytes, `in` first tries its operand as a byte value
-        # and builds (and drops) a TypeError for every bytes one (CPython 3.11)
-        if data.find(secret) != -1:
-            return True
-    return False
 
 
 def scrub_headers(headers: CIMultiDict[str], secrets: tuple[bytes, ...]) -> None:
@@ -131,7 +123,7 @@ def scrub_body(
         raw = enc.decode(body, encoding, max(limit, len(body)))
     except enc.BadEncoding:
         return body
-    if not carries(raw, secrets):
+    if not contains_any(raw, secrets):
         return body
     out = None
     if _JSON.match(headers.get("Content-Type", "")):
@@ -143,6 +135,6 @@ def scrub_body(
                 out = orjson.dumps(doc)
         except (ValueError, RecursionError, orjson.JSONEncodeError):
             out = None
-    if out is None or carries(out, secrets):
+    if out is None or contains_any(out, secrets):
         out = scrub_bytes(raw, secrets)
     return enc.encode(out, encoding)

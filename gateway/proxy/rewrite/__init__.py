@@ -59,6 +59,7 @@ from gateway.proxy.rewrite import encoding as enc
 from gateway.proxy.rewrite.json_body import Skip
 from gateway.proxy.rewrite.kinds import KINDS, BodyKind, Page
 from gateway.proxy.rewrite.urls import HOSTS_PREFIX, UrlMap
+from gateway.proxy.search import contains_any
 
 __all__ = ["HOSTS_PREFIX", "Rewriter", "Skip"]
 
@@ -305,17 +306,8 @@ class Rewriter:
 
 
 def _has_needle(raw: bytes, needles: tuple[bytes, ...]) -> bool:
-    """Whether any configured host name (in lower case) is in `raw`, in any case.
-
-    (bytes.find, not `in`: on bytes, `in` first tries its operand as a byte value
-    and builds, then drops, a TypeError for every bytes one.)"""
-    for needle in needles:
-        if raw.find(needle) != -1:
-            return True
-    if raw.islower():  # no capital letter (islower() stops at the first one)
-        return False
-    lowered = raw.lower()
-    for needle in needles:
-        if lowered.find(needle) != -1:
-            return True
-    return False
+    """Whether any configured host name (in lower case) is in `raw`, in any case."""
+    if contains_any(raw, needles):
+        return True
+    # no capital letter (islower() stops at the first one): nothing more to find
+    return not raw.islower() and contains_any(raw.lower(), needles)

@@ -1,6 +1,7 @@
 """Instructions per small request: the gateway against the bare forwarder, counted.
 
-    python bench/instructions.py [--requests N] [--against REV] [--floor] [--json FILE]
+    python bench/instructions.py [--requests N] [--against REV] [--floor] [--no-audit]
+                                 [--json FILE]
 
 Runs the upstream, the bare forwarder and `azdo-gateway run --workers 1` of
 `proxy_bench.py`, each proxy under valgrind's callgrind with instrumentation
@@ -11,7 +12,9 @@ at git revision REV (a temporary worktree) is counted the same way. With
 `--floor`, so is the gateway's process with its pipeline replaced (`floor.py`):
 by the bare forward alone, and by as many stages as `PIPELINE` has that only
 hand the call on; what the gateway costs above the second is its stages' own
-work, and the line after says how much of it fits in the 0.85 target.
+work, and the line after says how much of it fits in the 0.85 target. With
+`--no-audit`, so is the gateway with its audit trail switched off
+(`audit.file: null`).
 
 Unlike requests/s or CPU seconds, an instruction count does not depend on what
 else the machine is doing: with the proxies' string hashing fixed
@@ -106,17 +109,22 @@ async def _bench(args: argparse.Namespace, code: Path | None) -> dict[str, float
             procs.append(fwd)
             results["forwarder"] = await count(fwd, forwarder, "", args.requests, out)
             gateway = ("-m", "gateway")
-            gateways: list[tuple[str, Path | None, tuple[str, str]]] = [("gateway", None, gateway)]
+            gateways: list[tuple[str, Path | None, tuple[str, str], bool]] = [
+                ("gateway", None, gateway, True)
+            ]
             if code is not None:
-                gateways.append(("against", code, gateway))
+                gateways.append(("against", code, gateway, True))
+            if args.no_audit:
+                gateways.append(("no_audit", None, gateway, False))
             if args.floor:
-                gateways += [(f"floor_{v}", None, (str(FLOOR), v)) for v in ("bare", "stages")]
-            for name, source, entry in gateways:
+                floors = ("bare", "stages")
+                gateways += [(f"floor_{v}", None, (str(FLOOR), v), True) for v in floors]
+            for name, source, entry, audit in gateways:
                 folder = Path(tmp) / name
                 folder.mkdir()
                 out = folder / "gateway.cg"
                 gw, url, auth = await pb.spawn_gateway(
-                    folder, upstream, source, under=callgrind(out), entry=entry
+                    folder, upstream, source, under=callgrind(out), entry=entry, audit=audit
                 )
                 procs.append(gw)
                 results[name] = await count(gw, url, auth, args.requests, out)
@@ -133,6 +141,11 @@ def main() -> None:
         "--floor",
         action="store_true",
         help="also count the gateway's process with its pipeline replaced (floor.py)",
+    )
+    p.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="also count the gateway with its audit trail off (audit.file: null)",
     )
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args()
@@ -151,6 +164,9 @@ def main() -> None:
                 f"forwarder/gateway {fw / then:.2f}   now/then {gw / then:.2f}",
             )
         )
+    if args.no_audit:
+        quiet = r["no_audit"]
+        rows.append(("gateway, audit trail off", quiet, f"forwarder/that {fw / quiet:.2f}"))
     if args.floor:
         bare, stages = r["floor_bare"], r["floor_stages"]
         rows.append(("its process, a bare forward", bare, f"forwarder/that {fw / bare:.2f}"))

@@ -415,11 +415,13 @@ async def spawn_gateway(
     *,
     under: Sequence[str] = (),
     entry: Sequence[str] = ("-m", "gateway"),
+    audit: bool = True,
 ) -> tuple[asyncio.subprocess.Process, str, str]:
     """`azdo-gateway run --workers 1` on `upstream`, its files in `tmp`; the gateway
     package imported from `code` (a checkout of another revision) if given; run
     under the command `under` if given; `entry`: what Python runs instead of the
-    gateway's own command line (a script that takes the same arguments)."""
+    gateway's own command line (a script that takes the same arguments); without
+    an audit trail (`audit.file: null`) if `audit` is false."""
     key = "azgw_bench_" + secrets.token_urlsafe(24)
     (tmp / "clients.yaml").write_text(
         json.dumps(
@@ -445,7 +447,7 @@ async def spawn_gateway(
                 "upstream": {"hosts": {"main": upstream}},
                 "credentials": {"server": {"type": "pat", "pat": "bench-upstream-pat"}},
                 "policies": ["clients.yaml"],
-                "audit": {"file": str(tmp / "audit.jsonl")},
+                "audit": {"file": str(tmp / "audit.jsonl") if audit else None},
             }
         )
     )

@@ -210,8 +210,9 @@ def rewrite_json(raw: bytes, map_url: Mapper, public: str) -> Generator[None, No
     lowered = text.lower()
     if len(lowered) != len(text):  # a few characters change length in lower case
         lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
-    links = _browser_links(text, lowered)
-    arrays = _array_urls(text) if "[" in text else set()
+    # (each pattern starts with its quoted name: without one, no pattern can match)
+    links = _browser_links(text, lowered) if '"web"' in lowered or '"html"' in lowered else []
+    arrays: set[int] | None = None  # found when a candidate first needs them
     yield
     out: list[str] = []
     last = 0
@@ -247,10 +248,12 @@ def rewrite_json(raw: bytes, map_url: Mapper, public: str) -> Generator[None, No
                 j -= 1
             if text[j] == ":":  # "key" : "http..."
                 key = _key_before(text, j)
-            elif p in arrays:
-                key = _IN_URL_ARRAY
             else:
-                continue
+                if arrays is None:
+                    arrays = _array_urls(text) if "[" in text else set()
+                if p not in arrays:
+                    continue
+                key = _IN_URL_ARRAY
         if key is None:
             continue
         if key is not _IN_URL_ARRAY:

@@ -81,7 +81,7 @@ class BodyKind:
 
 
 def _json(raw: bytes, page: Page) -> Steps:
-    return (yield from rewrite_json(raw, page.urls.map_url, page.public))
+    return rewrite_json(raw, page.urls.map_url, page.public)  # its steps, not a wrapper's
 
 
 def _html(raw: bytes, page: Page) -> Steps:

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import msgspec
 import orjson
 
+from gateway.memo import Memo
+
 Mapper = Callable[[str, str], str | None]  # (url, public URL) -> gateway URL or None
 
 # A string's body after its opening quote, up to and including the closing quote.
@@ -80,21 +82,17 @@ def url_key(key: str) -> bool:
     return lk not in _BROWSER_KEYS and (lk.endswith(("url", "urls")) or lk in _URL_KEYS)
 
 
-_KEYS: dict[str, bool] = {}
+def _written_url_key(raw_key: str) -> bool:
+    """`url_key` for a key as it is written in the document (escapes undone)."""
+    try:
+        text = json.loads('"' + raw_key + '"') if "\\" in raw_key else raw_key
+    except ValueError:
+        return False
+    return url_key(text)
 
 
-def _is_url_key(raw_key: str) -> bool:
-    """`url_key` for a key as it is written in the document (cached, bounded)."""
-    known = _KEYS.get(raw_key)
-    if known is None:
-        try:
-            text = json.loads('"' + raw_key + '"') if "\\" in raw_key else raw_key
-        except ValueError:
-            return False
-        known = url_key(text)
-        if len(_KEYS) < 4096:  # keys come from upstream data: keep the cache bounded
-            _KEYS[raw_key] = known
-    return known
+# Keys come from upstream data: the few that repeat are remembered, within bounds.
+_is_url_key: Memo[str, bool] = Memo(_written_url_key, size=4096, longest=128)
 
 
 def _escaped(text: str, quote: int) -> bool:
@@ -168,7 +166,7 @@ def _array_urls(text: str) -> set[int]:
         if j < 0 or text[j] != ":":  # not `"key": [`
             continue
         key = _key_before(text, j)
-        if key is None or not _is_url_key(key):
+        if key is None or not _is_url_key[key]:
             continue
         pos = m.end()
         while True:
@@ -219,7 +217,7 @@ def rewrite_json(raw: bytes, map_url: Mapper, public: str) -> Generator[None, No
     link = 0  # index of the next browser link span that can hold a candidate
     n_links = len(links)
     seen = 0
-    keys = _KEYS
+    is_url_key = _is_url_key
     ws = _WS_CHARS
     # The gateway URL of a string without escapes is `public` and parts of that string:
     # it needs no escaping unless `public` itself does.
@@ -256,10 +254,8 @@ def rewrite_json(raw: bytes, map_url: Mapper, public: str) -> Generator[None, No
                 key = _IN_URL_ARRAY
         if key is None:
             continue
-        if key is not _IN_URL_ARRAY:
-            is_url = keys.get(key)
-            if not (is_url if is_url is not None else _is_url_key(key)):
-                continue
+        if key is not _IN_URL_ARRAY and not is_url_key[key]:
+            continue
         token = text[p + 1 : end - 1]
         if "\\" in token:
             mapped = _map_escaped(text[p:end], map_url, public)

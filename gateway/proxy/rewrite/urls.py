@@ -30,7 +30,6 @@ _ABSOLUTE = re.compile(
     re.S,
 )
 _DEFAULT_COLLECTION = re.compile(r"^/defaultcollection(?=/|$)", re.I)
-_AUTHORITY = re.compile(r"[^/?#]*")
 _PATH = re.compile(r"[^?#]*")
 
 
@@ -94,6 +93,11 @@ class UrlMap:
         # "scheme://host[:port]" exactly as Azure DevOps writes its own URLs (lower case,
         # default port left out) -> the bases on that origin, for `map_url`'s fast path.
         self._by_lead = {_lead(origin): bases for origin, bases in self._by_origin.items()}
+        # One of those leads at the start of a URL, then "/", "?", "#" or the end.
+        leads = sorted(self._by_lead, key=len, reverse=True)
+        self._lead = re.compile(
+            "(?:" + "|".join(map(re.escape, leads)) + r")(?=[/?#]|\Z)" if leads else r"(?!)"
+        )
         # Lower-case byte strings at least one of which is in any body worth reading.
         needles = {b.origin[1] for b in bases}
         if legacy:
@@ -107,17 +111,15 @@ class UrlMap:
         """
         # Fast path for the common spelling: the origin as configured, then "/", "?",
         # "#" or the end. The answer is the one the full parse below would give.
-        start = url.find("://") + 3
-        if start > 3:
-            end = _AUTHORITY.match(url, start).end()  # type: ignore[union-attr]
-            bases = self._by_lead.get(url[:end])
-            if bases is not None:
-                for base in bases:
-                    if not base.path:
-                        return public + base.prefix + url[end:]
-                    path = _PATH.match(url, end).group()  # type: ignore[union-attr]
-                    if base.holds(path):
-                        return public + base.prefix + url[end + len(base.path) :]
+        lead = self._lead.match(url)
+        if lead is not None:
+            end = lead.end()
+            for base in self._by_lead[lead.group()]:
+                if not base.path:
+                    return public + base.prefix + url[end:]
+                path = _PATH.match(url, end).group()  # type: ignore[union-attr]
+                if base.holds(path):
+                    return public + base.prefix + url[end + len(base.path) :]
         return self._map_parsed(url, public)
 
     def _map_parsed(self, url: str, public: str) -> str | None:

@@ -2,11 +2,11 @@
 
 Clients and Azure DevOps send the same few header names, Content-Types and
 `Connection` values on every message, and the same JSON keys in every answer,
-so the request path looks each up in a `Memo` instead of working it out again. A Memo is bounded, since the keys come
-from the network: it keeps at most `size` keys of at most `longest` characters
-(or bytes) and works the others out each time. It never evicts: the keys seen
-first are the common ones, and a flood of made-up ones only costs its own
-lookups.
+so the request path looks each up in a `Memo` instead of working it out
+again. A Memo is bounded, since the keys come from the network: it keeps at
+most `size` keys of at most `longest` characters (or bytes) and works the
+others out each time. It never evicts: the keys seen first are the common
+ones, and a flood of made-up ones only costs its own lookups.
 """
 
 from __future__ import annotations

@@ -47,10 +47,14 @@ _WS = re.compile(r"[ \t\r\n]*")
 _WS_BYTES = re.compile(rb"[ \t\r\n]*")
 _CANDIDATE = re.compile(r'"http')  # searched in the lower-cased copy
 # `"web": {` and `"html": {`, and the whole object when it is one member `{"href": "..."}`.
+# Each with its quoted name: a body without that name needs no search for it.
 _LINKS = tuple(
-    re.compile(
-        r'"' + name + r'"[ \t\r\n]*:[ \t\r\n]*(?:\{[ \t\r\n]*"[^"\\]*"[ \t\r\n]*:'
-        r'[ \t\r\n]*"[^"\\]*"[ \t\r\n]*\}|(\{))'
+    (
+        f'"{name}"',
+        re.compile(
+            r'"' + name + r'"[ \t\r\n]*:[ \t\r\n]*(?:\{[ \t\r\n]*"[^"\\]*"[ \t\r\n]*:'
+            r'[ \t\r\n]*"[^"\\]*"[ \t\r\n]*\}|(\{))'
+        ),
     )
     for name in ("web", "html")
 )
@@ -143,7 +147,9 @@ def _key_before(text: str, colon: int) -> str | None:
 def _browser_links(text: str, lowered: str) -> list[tuple[int, int]]:
     """The spans of the `web` and `html` link objects, sorted, outermost only."""
     spans: list[tuple[int, int]] = []
-    for pattern in _LINKS:
+    for name, pattern in _LINKS:
+        if name not in lowered:
+            continue
         for m in pattern.finditer(lowered):
             if not _escaped(text, m.start()):
                 brace = m.start(1)
@@ -208,8 +214,7 @@ def rewrite_json(raw: bytes, map_url: Mapper, public: str) -> Generator[None, No
     lowered = text.lower()
     if len(lowered) != len(text):  # a few characters change length in lower case
         lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
-    # (each pattern starts with its quoted name: without one, no pattern can match)
-    links = _browser_links(text, lowered) if '"web"' in lowered or '"html"' in lowered else []
+    links = _browser_links(text, lowered)
     arrays: set[int] | None = None  # found when a candidate first needs them
     yield
     out: list[str] = []

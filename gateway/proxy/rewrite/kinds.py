@@ -81,11 +81,11 @@ class BodyKind:
 
 
 def _json(raw: bytes, page: Page) -> Steps:
-    return rewrite_json(raw, page.urls.map_url, page.public)  # its steps, not a wrapper's
+    return rewrite_json(raw, page.urls.map_url, page.public)  # its own steps, no wrapper
 
 
 def _html(raw: bytes, page: Page) -> Steps:
-    return (yield from html_body.rewrite_html(raw, page.link))
+    return html_body.rewrite_html(raw, page.link)
 
 
 def tree_kind(
